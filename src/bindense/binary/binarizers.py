@@ -1,0 +1,228 @@
+"""Activation and weight binarizers, each a module that reports its bit-width in ``bits``.
+
+Activation binarizers take the unit input; per-channel parameters are shaped ``(1, C, 1, 1)`` for
+convolutions (channels at axis 1) or ``(1, 1, C)`` for token inputs of linears (``channels_last=True``).
+Weight binarizers take the latent weight; ``channel_dim`` names its output-channel axis (0 for Conv2d and
+Linear, 1 for ConvTranspose2d). Build them by name with :func:`make_activation` / :func:`make_weight`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bindense.binary import quantizers as q
+from bindense.binary import reference as ref
+
+
+def _param_shape(channels: int, channels_last: bool) -> tuple[int, ...]:
+    return (1, 1, channels) if channels_last else (1, channels, 1, 1)
+
+
+def _stat_dims(x: Tensor, channels_last: bool) -> tuple[int, ...]:
+    """Axes of the per-sample, per-channel statistics: spatial axes, or tokens for ``(B, N, C)``."""
+    return tuple(range(1, x.dim() - 1)) if channels_last else tuple(range(2, x.dim()))
+
+
+class FullPrecision(nn.Identity):
+    """No quantization (the ``fp32`` choice); reports 32 bits."""
+
+    bits = 32
+
+
+class SignActivation(nn.Module):
+    """BNN activation: sign with the STE clipped at 1; no parameters."""
+
+    bits = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ref.sign_clip_ste(x) if q.reference_enabled() else q.SignClipSTE.apply(x)
+
+
+class RSign(nn.Module):
+    """ReActNet: ``sign(x + beta_c)`` with a learnable per-channel shift (init 0), ApproxSign backward."""
+
+    bits = 1
+
+    def __init__(self, channels: int, channels_last: bool = False) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(_param_shape(channels, channels_last)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.bias
+        return ref.approx_sign(x) if q.reference_enabled() else q.ApproxSign.apply(x)
+
+
+class AdaBinActivation(nn.Module):
+    """AdaBin: ``alpha * (sign((x - beta) / alpha) + beta)``, learnable scalars alpha = 1, beta = 0."""
+
+    bits = 1
+
+    def __init__(self, channels: int | None = None, channels_last: bool = False) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(1.0))
+        self.beta = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = (x - self.beta) / self.alpha
+        b = ref.approx_sign(u) if q.reference_enabled() else q.ApproxSign.apply(u)
+        return self.alpha * (b + self.beta)
+
+
+class BiSRActivation(nn.Module):
+    """BiSR: redistribution ``x' = k_c x + b_c`` (init 1, 0), sign forward, ``tanh(beta x')`` backward."""
+
+    bits = 1
+
+    def __init__(self, channels: int, channels_last: bool = False) -> None:
+        super().__init__()
+        shape = _param_shape(channels, channels_last)
+        self.k = nn.Parameter(torch.ones(shape))
+        self.b = nn.Parameter(torch.zeros(shape))
+        self.beta = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.k * x + self.b
+        return ref.tanh_sign(x, self.beta) if q.reference_enabled() else q.TanhSign.apply(x, self.beta)
+
+
+class DAB(nn.Module):
+    """BiDense distribution-adaptive binarizer: ``exp(a (mean|s| - 1)) * sign(s)``, ``s = x - (k mean(x) + b)``.
+
+    ``a`` and ``k`` start at N(0, 1e-3^2) and ``b`` at 0, so the threshold is ~0 and the scale ~1 at init.
+    Statistics are per sample and channel over the spatial axes (tokens for linears), detached, and
+    recomputed at inference.
+    """
+
+    bits = 1
+
+    def __init__(self, channels: int, channels_last: bool = False) -> None:
+        super().__init__()
+        shape = _param_shape(channels, channels_last)
+        self.channels_last = channels_last
+        self.a = nn.Parameter(torch.randn(shape) * 1e-3)
+        self.k = nn.Parameter(torch.randn(shape) * 1e-3)
+        self.b = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = _stat_dims(x, self.channels_last)
+        if q.reference_enabled():
+            return ref.dab(x, self.a, self.k, self.b, dims)
+        return q.DABFunction.apply(x, self.a, self.k, self.b, dims)
+
+
+class SignWeight(nn.Module):
+    """BNN weights: ``sign(W)`` with no scale, STE clipped at |W| <= 1."""
+
+    bits = 1
+
+    def __init__(self, channel_dim: int = 0) -> None:
+        super().__init__()
+
+    def forward(self, w: Tensor) -> Tensor:
+        return ref.sign_clip_ste(w) if q.reference_enabled() else q.SignClipSTE.apply(w)
+
+
+class ScaledSignWeight(nn.Module):
+    """ReActNet/BiDense weights: detached ``mean|W|`` per output channel times ``sign(W)``, clipped STE."""
+
+    bits = 1
+
+    def __init__(self, channel_dim: int = 0) -> None:
+        super().__init__()
+        self.channel_dim = channel_dim
+
+    def reduce_dims(self, w: Tensor) -> tuple[int, ...]:
+        return tuple(d for d in range(w.dim()) if d != self.channel_dim)
+
+    def forward(self, w: Tensor) -> Tensor:
+        dims = self.reduce_dims(w)
+        if q.reference_enabled():
+            return ref.scaled_sign_clip_ste(w, dims)
+        return q.ScaledSignClipSTE.apply(w, dims)
+
+
+class CenteredScaledSignWeight(ScaledSignWeight):
+    """Weights of binary linears (ViT): mean-centred per output row, then :class:`ScaledSignWeight`."""
+
+    def forward(self, w: Tensor) -> Tensor:
+        return super().forward(w - w.mean(dim=self.reduce_dims(w), keepdim=True))
+
+
+class AdaBinWeight(nn.Module):
+    """AdaBin weights: ``alpha_w * sign((W - beta_w) / alpha_w) + beta_w`` per output channel, not detached.
+
+    ``beta_w = mean(W)``, ``alpha_w = sqrt(sum((W - beta_w)^2) / n)`` with n the fan-in
+    ``kh * kw * C_in / groups`` (PAPERS.md 2.3). The sign backward is EDE with ``t`` and ``k = max(1/t, 1)``
+    set from training progress by :meth:`set_progress` (t from ``t_min`` to ``t_max`` on a log scale).
+    """
+
+    bits = 1
+
+    def __init__(self, channel_dim: int = 0, t_min: float = 1e-3, t_max: float = 10.0) -> None:
+        super().__init__()
+        self.channel_dim = channel_dim
+        self.t_min, self.t_max = t_min, t_max
+        self.set_progress(0.0)
+
+    def set_progress(self, progress: float) -> None:
+        """Set EDE's ``t`` for a training progress in [0, 1] (epoch / max_epochs)."""
+        progress = min(max(progress, 0.0), 1.0)
+        self.t = self.t_min * math.pow(self.t_max / self.t_min, progress)
+        self.k = max(1.0 / self.t, 1.0)
+
+    def forward(self, w: Tensor) -> Tensor:
+        dims = tuple(d for d in range(w.dim()) if d != self.channel_dim)
+        beta = w.mean(dim=dims, keepdim=True)
+        centred = w - beta
+        fan_in = centred[0].numel() if self.channel_dim == 0 else centred.numel() // centred.shape[1]
+        alpha = torch.sqrt(centred.square().sum(dim=dims, keepdim=True) / fan_in)
+        u = centred / alpha
+        b = ref.ede_sign(u, self.k, self.t) if q.reference_enabled() else q.EDESign.apply(u, self.k, self.t)
+        return alpha * b + beta
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "fp32": FullPrecision,
+    "sign": SignActivation,
+    "rsign": RSign,
+    "adabin": AdaBinActivation,
+    "bisr": BiSRActivation,
+    "dab": DAB,
+}
+WEIGHTS: dict[str, type[nn.Module]] = {
+    "fp32": FullPrecision,
+    "sign": SignWeight,
+    "scaled_sign": ScaledSignWeight,
+    "centered_sign": CenteredScaledSignWeight,
+    "adabin": AdaBinWeight,
+}
+
+
+def _lookup(table: dict[str, type[nn.Module]], name: str, what: str) -> type[nn.Module]:
+    if name not in table:
+        raise ValueError(f"unknown {what} binarizer {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def make_activation(name: str, channels: int, channels_last: bool = False) -> nn.Module:
+    """Activation binarizer by config name: ``fp32 | sign | rsign | adabin | bisr | dab``."""
+    cls = _lookup(ACTIVATIONS, name, "activation")
+    if cls in (FullPrecision, SignActivation):
+        return cls()
+    return cls(channels, channels_last=channels_last)
+
+
+def make_weight(name: str, channel_dim: int = 0) -> nn.Module:
+    """Weight binarizer by config name: ``fp32 | sign | scaled_sign | centered_sign | adabin``."""
+    cls = _lookup(WEIGHTS, name, "weight")
+    return cls() if cls is FullPrecision else cls(channel_dim=channel_dim)
+
+
+def set_ede_progress(model: nn.Module, progress: float) -> None:
+    """Advance the EDE schedule of every AdaBin weight binarizer in ``model`` (called once per epoch)."""
+    for module in model.modules():
+        if isinstance(module, AdaBinWeight):
+            module.set_progress(progress)

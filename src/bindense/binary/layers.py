@@ -1,0 +1,232 @@
+"""Binary units (conv, transposed conv, linear), the CFB bypass and the small activations of the baselines.
+
+A unit is ``norm(op(weight_binarizer(W), activation_binarizer(x))) + bypass(x)`` (PAPERS.md 1): the norm is
+a BatchNorm after the op (optional), the bypass the parameter-free channel-adaptive full-precision bypass
+:func:`cfb` of the raw input, resampled to the output resolution when the unit changes it (average pool
+with the unit's kernel/stride/padding when downsampling, nearest upsampling for transposed convs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bindense.binary.binarizers import make_activation, make_weight
+
+BYPASSES = ("none", "cfb")
+
+
+def cfb(x: Tensor, out_channels: int) -> Tensor:
+    """Channel-adaptive full-precision bypass (PAPERS.md 1.3), parameter-free, on ``(B, C_in, ...)``.
+
+    With ``out_channels = r * C_in + m``: ``r`` tiled copies of ``x``, then ``m`` merged channels, where for
+    ``G = C_in // m`` merged channel ``j < m - 1`` is the mean over ``g < G`` of ``x[:, g * (m - 1) + j]`` and
+    the last one is the mean of all remaining channels (for ``m = 1``: the mean of every channel).
+    """
+    in_channels = x.shape[1]
+    if out_channels == in_channels:
+        return x
+    if out_channels < 1:
+        raise ValueError(f"cfb: out_channels must be >= 1, got {out_channels}")
+    r, m = divmod(out_channels, in_channels)
+    parts = [x.repeat(1, r, *([1] * (x.dim() - 2)))] if r else []
+    if m:
+        groups = in_channels // m
+        strided = groups * (m - 1)
+        if m > 1:
+            grid = x[:, :strided].unflatten(1, (groups, m - 1))
+            parts.append(grid.mean(dim=1))
+        parts.append(x[:, strided:].mean(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+class CFB(nn.Module):
+    """Module form of :func:`cfb` with a fixed output width."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cfb(x, self.out_channels)
+
+    def extra_repr(self) -> str:
+        return f"out_channels={self.out_channels}"
+
+
+class LearnableBias(nn.Module):
+    """Per-channel additive parameter ``(1, C, 1, 1)``, initialised to 0 ("move" in ReActNet)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias
+
+
+class RPReLU(nn.Sequential):
+    """LearnableBias -> PReLU -> LearnableBias (ReActNet, BiSR)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(LearnableBias(channels), nn.PReLU(channels), LearnableBias(channels))
+
+
+class Maxout(nn.Module):
+    """AdaBin's activation ``p_c * relu(x) - n_c * relu(-x)`` with p = 1, n = 0.25 at init."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.pos_scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.neg_scale = nn.Parameter(torch.full((1, channels, 1, 1), 0.25))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pos_scale * F.relu(x) - self.neg_scale * F.relu(-x)
+
+
+class _BinaryUnit:
+    """Shared construction and bookkeeping of the binary units (mixed into torch's layer classes)."""
+
+    weight: Tensor
+
+    def _setup_binary(
+        self,
+        in_channels: int,
+        out_channels: int,
+        activation: str,
+        weight: str,
+        bypass: str,
+        norm: bool,
+        channel_dim: int,
+        channels_last: bool = False,
+    ) -> None:
+        if bypass not in BYPASSES:
+            raise ValueError(f"unknown bypass {bypass!r}; expected one of {BYPASSES}")
+        self.activation_binarizer = make_activation(activation, in_channels, channels_last=channels_last)
+        self.weight_binarizer = make_weight(weight, channel_dim=channel_dim)
+        self.norm = nn.BatchNorm2d(out_channels) if norm else None
+        self.bypass = bypass
+        if weight not in ("fp32", "adabin"):  # binary latent weights start at N(0, 1e-3^2) (PAPERS.md 1.2)
+            nn.init.normal_(self.weight, std=1e-3)
+
+    @property
+    def input_bits(self) -> int:
+        return self.activation_binarizer.bits
+
+    @property
+    def weight_bits(self) -> int:
+        return self.weight_binarizer.bits
+
+    @property
+    def is_binary(self) -> bool:
+        """True when the op multiplies 1-bit activations by 1-bit weights (counted as BOPs)."""
+        return self.input_bits == 1 and self.weight_bits == 1
+
+    def binary_weight(self) -> Tensor:
+        """The weight the op uses (binarized, scaled), as in the forward pass."""
+        return self.weight_binarizer(self.weight)
+
+    def _finish(self, x: Tensor, y: Tensor, resample) -> Tensor:
+        if self.norm is not None:
+            y = self.norm(y)
+        if self.bypass == "cfb":
+            shortcut = x if x.shape[-2:] == y.shape[-2:] else resample(x)
+            y = y + cfb(shortcut, y.shape[1])
+        return y
+
+
+class BinaryConv2d(_BinaryUnit, nn.Conv2d):
+    """``BN(conv(binarized W, binarized x)) + bypass(x)``; ``fp32`` on either side leaves it unbinarized."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = False,
+        activation: str = "dab",
+        weight: str = "scaled_sign",
+        bypass: str = "cfb",
+        norm: bool = True,
+        dilation: int = 1,
+    ) -> None:
+        nn.Conv2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
+        )
+        self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._conv_forward(self.activation_binarizer(x), self.binary_weight(), self.bias)
+        return self._finish(x, y, self._pool_like_conv)
+
+    def _pool_like_conv(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class BinaryConvTranspose2d(_BinaryUnit, nn.ConvTranspose2d):
+    """Transposed counterpart of :class:`BinaryConv2d`; the bypass upsamples ``x`` (nearest) by the stride."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = False,
+        activation: str = "dab",
+        weight: str = "scaled_sign",
+        bypass: str = "cfb",
+        norm: bool = True,
+    ) -> None:
+        nn.ConvTranspose2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+        )
+        self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv_transpose2d(
+            self.activation_binarizer(x),
+            self.binary_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+        return self._finish(x, y, lambda t: F.interpolate(t, size=y.shape[-2:], mode="nearest"))
+
+
+class BinaryLinear(_BinaryUnit, nn.Linear):
+    """Binary linear on ``(..., C)`` inputs (ViT tokens); activation parameters are channels-last.
+
+    Norm is not supported here (token models keep their LayerNorms outside); the bypass is :func:`cfb` on the
+    channel axis.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "rsign",
+        weight: str = "centered_sign",
+        bypass: str = "none",
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias)
+        self._setup_binary(
+            in_features, out_features, activation, weight, bypass, False, channel_dim=0, channels_last=True
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.linear(self.activation_binarizer(x), self.binary_weight(), self.bias)
+        if self.bypass == "cfb":
+            y = y + cfb(x.movedim(-1, 1), y.shape[-1]).movedim(1, -1)
+        return y
+
