@@ -22,7 +22,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check src scripts tests train.py eval.py
+	$(VENV)/bin/ruff check .
 
 test: install lint
 	$(VENV)/bin/pytest -q
@@ -34,8 +34,8 @@ train: install
 	$(PY) train.py $(ARGS)
 
 format: install
-	$(VENV)/bin/ruff format src scripts tests train.py eval.py
-	$(VENV)/bin/ruff check --fix src scripts tests train.py eval.py
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) logs .cache
