@@ -1,0 +1,270 @@
+"""The method spec: one object that decides every conv, linear and activation of a model.
+
+A ``method`` config (conf/method/*.yaml) becomes a :class:`MethodSpec`. Backbones, decoders and heads never
+look at the method name; they ask the spec for units (:meth:`MethodSpec.conv`, :meth:`MethodSpec.conv_transpose`,
+:meth:`MethodSpec.linear`) and activations (:meth:`MethodSpec.act`), and read the few layout switches it
+exposes (LAYOUTS.md 4 and 6). Layout families:
+
+- ``bidense``: CFB / BiDense topology (no block residual, every unit carries its bypass, Transition downsampling).
+- ``bnn``: BN-ConvNeXt topology of the binary baselines (inner + outer block residual, conv+BN downsampling,
+  residual shared FPN smoothing, BN after laterals and neck).
+- ``fp32``: original ConvNeXt (LayerNorm, GELU, layer scale) + standard UperNet (no BN on laterals,
+  smoothing and neck; smoothing without residual).
+- ``fp32_scratch``: original ConvNeXt + the BNN-shaped decoder in full precision (LAYOUTS.md 4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from torch import nn
+
+from bindense.binary import (
+    ACTIVATIONS,
+    BYPASSES,
+    WEIGHTS,
+    BinaryConv2d,
+    BinaryConvTranspose2d,
+    BinaryLinear,
+    LearnableBias,
+    Maxout,
+    RPReLU,
+)
+
+LAYOUTS = ("bidense", "bnn", "fp32", "fp32_scratch")
+ACTS = ("relu", "gelu", "prelu", "rprelu", "maxout", "none")
+DOWNSAMPLES = ("ln", "conv", "bisr")
+
+_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bidense": dict(
+        activation="dab",
+        weight="scaled_sign",
+        bypass="cfb",
+        block_act="prelu",
+        decoder_act="prelu",
+        fusion_act="rprelu",
+        downsample="conv",
+        bias=False,
+        linear_activation="rsign",
+        linear_weight="centered_sign",
+    ),
+    "bnn": dict(
+        activation="sign",
+        weight="sign",
+        bypass="none",
+        block_act="gelu",
+        decoder_act="relu",
+        fusion_act="relu",
+        downsample="conv",
+        bias=True,
+        linear_activation="sign",
+        linear_weight="sign",
+    ),
+    "fp32": dict(
+        activation="fp32",
+        weight="fp32",
+        bypass="none",
+        block_act="gelu",
+        decoder_act="relu",
+        fusion_act="relu",
+        downsample="ln",
+        bias=True,
+        linear_activation="fp32",
+        linear_weight="fp32",
+    ),
+}
+_LAYOUT_DEFAULTS["fp32_scratch"] = dict(_LAYOUT_DEFAULTS["fp32"])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Binarization recipe + layout family of one table row (see conf/method/*.yaml).
+
+    Attributes:
+        name: preset name (informative only).
+        layout: ``bidense | bnn | fp32 | fp32_scratch``.
+        activation / weight / bypass: the conv units' activation binarizer, weight binarizer and bypass.
+        block_act: activation between the two pointwise convs of a ConvNeXt block (``prelu`` is
+            LearnableBias -> PReLU, ``rprelu`` is LearnableBias -> PReLU -> LearnableBias).
+        decoder_act: activation after the PPM convs (and in the DPT residual conv units).
+        fusion_act: activation after the FPN fusion conv.
+        downsample: ConvNeXt stage transition: ``ln`` (LayerNorm then conv 2x2/2, original),
+            ``conv`` (unit 2x2/2 + BN; with ``bypass=cfb`` its bypass is cfb(avgpool2(x)), i.e. exactly the
+            BiDense Transition), ``bisr`` (BiSR's AvgPool + two residual 3x3 branches, no BN).
+        bias: conv bias at the positions where the authors' units default it (block, downsampling,
+            laterals, smoothing, neck); the PPM, fusion and head convs never have one.
+        linear_activation / linear_weight: binarizers of the ViT linears and attention (PAPERS.md 2.4).
+    """
+
+    name: str = "bidense"
+    layout: str = "bidense"
+    activation: str = "dab"
+    weight: str = "scaled_sign"
+    bypass: str = "cfb"
+    block_act: str = "prelu"
+    decoder_act: str = "prelu"
+    fusion_act: str = "rprelu"
+    downsample: str = "conv"
+    bias: bool = False
+    linear_activation: str = "rsign"
+    linear_weight: str = "centered_sign"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("layout", self.layout, LAYOUTS),
+            ("activation", self.activation, tuple(ACTIVATIONS)),
+            ("weight", self.weight, tuple(WEIGHTS)),
+            ("bypass", self.bypass, BYPASSES),
+            ("block_act", self.block_act, ACTS),
+            ("decoder_act", self.decoder_act, ACTS),
+            ("fusion_act", self.fusion_act, ACTS),
+            ("downsample", self.downsample, DOWNSAMPLES),
+            ("linear_activation", self.linear_activation, tuple(ACTIVATIONS)),
+            ("linear_weight", self.linear_weight, tuple(WEIGHTS)),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"method.{key}={value!r} is not one of {list(allowed)}")
+
+    @classmethod
+    def from_config(cls, method: Mapping[str, Any] | MethodSpec | str) -> MethodSpec:
+        """Spec from a ``method`` mapping (Hydra DictConfig or dict); missing keys take the layout defaults.
+
+        A bare string is a layout name with its defaults (handy in tests: ``from_config("bnn")``).
+        """
+        if isinstance(method, MethodSpec):
+            return method
+        if isinstance(method, str):
+            method = {"name": method, "layout": method}
+        method = dict(method)
+        layout = method.get("layout", "bidense")
+        if layout not in LAYOUTS:
+            raise ValueError(f"method.layout={layout!r} is not one of {list(LAYOUTS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(method) - known)
+        if unknown:
+            raise ValueError(f"unknown method keys {unknown}; known keys: {sorted(known)}")
+        values = {"name": layout, **_LAYOUT_DEFAULTS[layout], **method}
+        values["bias"] = bool(values["bias"])
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> MethodSpec:
+        return replace(self, **changes)
+
+    # ---- layout switches (LAYOUTS.md 4 and 6) ----
+    @property
+    def original_backbone(self) -> bool:
+        """LayerNorm ConvNeXt (GELU, layer scale, block residual): the fp32 rows."""
+        return self.layout in ("fp32", "fp32_scratch")
+
+    @property
+    def fpn_norm(self) -> bool:
+        """BN after laterals, smoothing and neck (every layout but the standard fp32 UperNet)."""
+        return self.layout != "fp32"
+
+    @property
+    def smooth_residual(self) -> bool:
+        """Shared FPN smoothing used as ``M + smooth(M)`` (BNN-shaped layouts)."""
+        return self.layout in ("bnn", "fp32_scratch")
+
+    @property
+    def is_binary(self) -> bool:
+        return self.activation != "fp32" and self.weight != "fp32"
+
+    # ---- factories ----
+    def conv(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool | None = None,
+        norm: bool = True,
+        bypass: str | None = None,
+        binary: bool = True,
+    ) -> BinaryConv2d:
+        """The method's conv unit ``BN(conv(wq(W), aq(x))) + bypass(x)``.
+
+        ``bias=None`` uses ``self.bias``; ``bypass=None`` uses ``self.bypass``; ``binary=False`` gives a
+        full-precision conv (+ BN) with no bypass (stem).
+        """
+        activation, weight = (self.activation, self.weight) if binary else ("fp32", "fp32")
+        return BinaryConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            bias=self.bias if bias is None else bias,
+            activation=activation,
+            weight=weight,
+            bypass=(self.bypass if bypass is None else bypass) if binary else "none",
+            norm=norm,
+        )
+
+    def conv_transpose(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        bias: bool | None = None,
+        norm: bool = True,
+        bypass: str | None = None,
+    ) -> BinaryConvTranspose2d:
+        """The method's transposed conv unit (DPT Up); the bypass upsamples (nearest) then cfb."""
+        return BinaryConvTranspose2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            bias=self.bias if bias is None else bias,
+            activation=self.activation,
+            weight=self.weight,
+            bypass=self.bypass if bypass is None else bypass,
+            norm=norm,
+        )
+
+    def linear(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str | None = None,
+        weight: str | None = None,
+    ) -> BinaryLinear:
+        """Token linear on ``(..., C)``: the ViT's (``linear_*`` binarizers unless given), no bypass."""
+        return BinaryLinear(
+            in_features,
+            out_features,
+            bias=bias,
+            activation=activation or self.linear_activation,
+            weight=weight or self.linear_weight,
+            bypass="none",
+        )
+
+    def act(self, name: str, channels: int) -> nn.Module:
+        """Activation by name (``block_act``/``decoder_act``/``fusion_act`` values or ``relu``)."""
+        return make_act(name, channels)
+
+
+def make_act(name: str, channels: int) -> nn.Module:
+    """``relu | gelu | prelu (LearnableBias -> PReLU) | rprelu | maxout | none`` on ``(B, C, H, W)``."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "gelu":
+        return nn.GELU()
+    if name == "prelu":
+        return nn.Sequential(LearnableBias(channels), nn.PReLU(channels))
+    if name == "rprelu":
+        return RPReLU(channels)
+    if name == "maxout":
+        return Maxout(channels)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTS)}")

@@ -1,0 +1,204 @@
+"""Layouts against LAYOUTS.md / PAPERS.md: Table 1 parameter counts, per-block counts, FPN wiring, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from bindense.analysis.complexity import paper_rule_params
+from bindense.binary import cfb
+from bindense.models import MethodSpec, build_model
+from bindense.models.convnext import BiDenseBlock, BiSRDown, BNNBlock, OriginalBlock
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def spec(name: str) -> MethodSpec:
+    return MethodSpec.from_config(OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+
+
+def tiny_upernet(name: str) -> nn.Module:
+    with torch.device("meta"):  # 40 M parameters: shapes only
+        return build_model("upernet", "convnext", "tiny", spec(name), ["seg"], num_classes=151)
+
+
+@pytest.mark.parametrize(
+    "name,paper,honest",
+    [
+        ("fp32", 40_020_158, 40_020_158),  # Table 1 "ConvNeXt*" 40,020K
+        ("fp32_scratch", 40_022_981, 40_022_981),  # Table 1 "ConvNeXt" 40,023K (LAYOUTS.md note 13)
+        ("bidense", 1_625_946, 1_625_946 + 18_724),  # Table 1 BiDense 1,626K; honest: final conv fp
+    ],
+)
+def test_table1_param_counts(name: str, paper: int, honest: int) -> None:
+    got_paper, got_honest = paper_rule_params(tiny_upernet(name))
+    assert got_paper == pytest.approx(paper, abs=0.5)
+    assert got_honest == pytest.approx(honest, abs=0.5)
+
+
+def fp_state(module: nn.Module) -> tuple[int, int]:
+    """(full-precision, binary) state-dict elements of a module, as the paper rule sees them."""
+    fp = binary = 0
+    for _, m in module.named_modules(remove_duplicate=False):
+        for n, t in [*m._parameters.items(), *m._buffers.items()]:
+            if t is None:
+                continue
+            if getattr(m, "weight_bits", 32) == 1 and n == "weight":
+                binary += t.numel()
+            else:
+                fp += t.numel()
+    return fp, binary
+
+
+@pytest.mark.parametrize(
+    "name,block_cls,fp_formula",
+    [
+        ("bnn", BNNBlock, lambda d: 30 * d + 3),  # biases d + 4d + d, BN 4d+1 + 16d+1 + 4d+1
+        ("reactnet", BNNBlock, lambda d: 38 * d + 3),  # LAYOUTS 4.5 (move d + d + 4d, LB+PReLU 8d)
+        ("adabin", BNNBlock, lambda d: 32 * d + 9),  # LAYOUTS 4.6
+        ("bisrnet", BNNBlock, lambda d: 44 * d + 6),  # binarizer 2Cin+1 per conv
+        ("cfb_only", BiDenseBlock, lambda d: 38 * d + 3),  # LAYOUTS 4.8
+        ("bidense", BiDenseBlock, lambda d: 50 * d + 3),  # DAB 3Cin per unit (LAYOUTS 3.7)
+        ("fp32", OriginalBlock, lambda d: 8 * d * d + 58 * d),  # LAYOUTS 4.1
+    ],
+)
+def test_block_counts(name: str, block_cls: type, fp_formula) -> None:
+    d = 8
+    dims = [d, 2 * d, 4 * d, 8 * d]
+    model = build_model("upernet", "convnext", "nano", spec(name), ["seg"], num_classes=3, dims=dims)
+    block = model.backbone.stages[0][0]
+    assert type(block) is block_cls
+    fp, binary = fp_state(block)
+    assert fp == fp_formula(d)
+    assert binary == (0 if name == "fp32" else 8 * d * d + 49 * d)
+
+
+def test_bisr_downsampler() -> None:
+    c = 8
+    down = BiSRDown(spec("bisrnet"), c)
+    assert fp_state(down) == (10 * c + 2, 18 * c * c)  # LAYOUTS 3.4
+    x = torch.randn(2, c, 6, 6)
+    assert down(x).shape == (2, 2 * c, 3, 3)
+
+
+def test_bidense_transition_is_unit_plus_pooled_tiling() -> None:
+    model = build_model("upernet", "convnext", "nano", "bidense", ["seg"], num_classes=3).eval()
+    down = model.backbone.downsample_layers[1][0]
+    x = torch.randn(2, 24, 8, 8)
+    with torch.no_grad():
+        plain = down.norm(down._conv_forward(down.activation_binarizer(x), down.binary_weight(), None))
+        assert torch.allclose(down(x), plain + cfb(F.avg_pool2d(x, 2), 48), atol=1e-6)
+
+
+def test_shared_smoothing_module() -> None:
+    model = build_model("upernet", "convnext", "nano", "bidense", ["seg"], num_classes=3)
+    smooth = model.decoder.smooth
+    assert smooth[0] is smooth[1] is smooth[2]
+    keys = [k for k in model.state_dict() if k.startswith("decoder.smooth.")]
+    assert {k.split(".")[2] for k in keys} == {"0", "1", "2"}  # state_dict lists it per position
+    names = [n for n, _ in model.named_parameters() if n.startswith("decoder.smooth.")]
+    assert all(n.startswith("decoder.smooth.0.") for n in names)  # parameters() once
+
+
+@pytest.mark.parametrize("name", ["bidense", "reactnet", "fp32"])
+def test_fpn_top_down_is_not_cascaded(name: str) -> None:
+    """M_i = up(L_{i+1}) + L_i from the laterals; the fusion takes [S1, S2, S3, L4] with the raw L4."""
+    torch.manual_seed(0)
+    model = build_model("upernet", "convnext", "nano", spec(name), ["seg"], num_classes=3).eval()
+    dec = model.decoder
+    seen: dict[str, list[torch.Tensor]] = {"lat": [], "smooth_in": [], "smooth_out": [], "fusion_in": []}
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen["lat"].append(o)) for m in dec.laterals]
+    hooks.append(
+        dec.smooth[0].register_forward_hook(
+            lambda mod, i, o: (seen["smooth_in"].append(i[0]), seen["smooth_out"].append(o)) and None
+        )
+    )
+    hooks.append(dec.fusion[0].register_forward_hook(lambda mod, i, o: seen["fusion_in"].append(i[0])))
+    with torch.no_grad():
+        _, feats = model(torch.randn(2, 3, 64, 64), return_features=True)
+    for h in hooks:
+        h.remove()
+
+    def up(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+    l2, l3, l4 = seen["lat"]
+    l1 = feats["backbone.stage1"]
+    m3, m2, m1 = seen["smooth_in"]
+    assert len(seen["smooth_in"]) == 3
+    assert torch.allclose(m3, up(l4, l3) + l3, atol=1e-6)
+    assert torch.allclose(m2, up(l3, l2) + l2, atol=1e-6)  # not up(m3) + l2
+    assert torch.allclose(m1, up(l2, l1) + l1, atol=1e-6)
+    s3, s2, s1 = seen["smooth_out"]
+    if MethodSpec.from_config(spec(name)).smooth_residual:
+        s3, s2, s1 = s3 + m3, s2 + m2, s1 + m1
+    (fusion_in,) = seen["fusion_in"]
+    expected = torch.cat([s1, up(s2, s1), up(s3, s1), up(l4, s1)], dim=1)
+    assert torch.allclose(fusion_in, expected, atol=1e-6)
+
+
+def test_layout_switches() -> None:
+    assert spec("fp32").original_backbone and not spec("fp32").fpn_norm and not spec("fp32").smooth_residual
+    assert spec("fp32_scratch").fpn_norm and spec("fp32_scratch").smooth_residual
+    assert spec("bnn").smooth_residual and spec("bnn").bias
+    assert not spec("bidense").smooth_residual and not spec("bidense").bias
+
+
+def test_official_convnext_keys_and_checkpoint(tmp_path: Path) -> None:
+    model = build_model("upernet", "convnext", "nano", spec("fp32"), ["seg"], num_classes=3)
+    sd = model.backbone.state_dict()
+    for key in (
+        "downsample_layers.0.0.weight",
+        "downsample_layers.0.1.weight",
+        "downsample_layers.1.0.bias",
+        "downsample_layers.1.1.weight",
+        "stages.0.0.gamma",
+        "stages.0.0.dwconv.weight",
+        "stages.0.0.norm.weight",
+        "stages.3.0.pwconv2.bias",
+    ):
+        assert key in sd
+    assert sd["stages.0.0.pwconv1.weight"].shape == (96, 24)  # Linear layout, as in the official release
+    official = {k: torch.randn_like(v) for k, v in sd.items()}
+    official.update(
+        {
+            "norm.weight": torch.ones(192),
+            "norm.bias": torch.zeros(192),
+            "head.weight": torch.zeros(9, 192),
+            "head.bias": torch.zeros(9),
+        }
+    )
+    path = tmp_path / "convnext_nano.pth"
+    torch.save({"model": official}, path)
+    loaded = build_model("upernet", "convnext", "nano", spec("fp32"), ["seg"], num_classes=3, pretrained_ckpt=str(path))
+    for k, v in loaded.backbone.state_dict().items():
+        assert torch.equal(v, official[k])
+
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        build_model(
+            "upernet",
+            "convnext",
+            "nano",
+            spec("fp32"),
+            ["seg"],
+            num_classes=3,
+            pretrained_ckpt=str(tmp_path / "missing.pth"),
+        )
+    with pytest.raises(ValueError, match="original"):
+        build_model("upernet", "convnext", "nano", spec("bidense"), ["seg"], num_classes=3, pretrained_ckpt=str(path))
+    with pytest.raises(RuntimeError, match="does not match"):
+        build_model(
+            "upernet",
+            "convnext",
+            "nano",
+            spec("fp32"),
+            ["seg"],
+            num_classes=3,
+            pretrained_ckpt=str(path),
+            dims=[32, 64, 128, 256],
+        )
