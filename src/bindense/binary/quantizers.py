@@ -1,7 +1,9 @@
 """Sign quantizers with explicit surrogate gradients, as lean autograd Functions.
 
-Every forward maps ``x >= 0`` to +1 and ``x < 0`` to -1 (never 0, unlike ``torch.sign``), and each backward
-saves only what its surrogate needs (one tensor, or a boolean mask). ``bindense.binary.reference`` composes
+Every forward maps ``x >= 0`` (-0.0 included) to +1 and ``x < 0`` to -1 (never 0, unlike ``torch.sign``), and
+each backward saves only what its surrogate needs (one tensor or a boolean mask; DAB: ``s`` and its output, which
+the next conv saves anyway). Forwards use ``copysign`` rather than ``torch.where`` (slow on CPU) and backwards
+work in place in one buffer; docs/DEPLOY.md has the measurements. ``bindense.binary.reference`` composes
 the same formulas from elementary torch ops; it is the oracle of the tests and the "naive" side of
 ``scripts/benchmark.py --compare-naive``. ``use_reference(True)`` switches every binarizer to it.
 """
@@ -34,17 +36,39 @@ def use_reference(enabled: bool = True) -> Iterator[None]:
 
 
 def binary_sign(x: Tensor) -> Tensor:
-    """+1 where ``x >= 0``, -1 elsewhere, in ``x``'s dtype (zero maps to +1, like Larq's SteSign)."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    """+1 where ``x >= 0``, -1 elsewhere, in ``x``'s dtype (zero maps to +1, like Larq's SteSign); no gradient."""
+    with torch.no_grad():
+        return _signed(torch.ones((), dtype=x.dtype, device=x.device), x)
+
+
+def _signed(magnitude: Tensor, x: Tensor) -> Tensor:
+    """``magnitude`` (>= 0, broadcastable to ``x``) with the sign of ``x``, +0 and -0 both positive (no autograd).
+
+    ``copysign`` is one vectorised pass (``torch.where`` on a boolean mask is several times slower on CPU); adding
+    +0.0 first turns -0.0 into +0.0, so that every zero maps to +magnitude. Values are exactly +-magnitude.
+    """
+    out = x + 0.0
+    return torch.copysign(magnitude, out, out=out)
 
 
 def approx_sign_grad(x: Tensor) -> Tensor:
-    """Bi-Real ApproxSign derivative: ``2 - 2|x|`` for ``|x| < 1``, else 0."""
-    return (2.0 - 2.0 * x.abs()).clamp_(min=0.0)
+    """Bi-Real ApproxSign derivative: ``2 - 2|x|`` for ``|x| < 1``, else 0 (one buffer, in-place passes)."""
+    return x.abs().mul_(-2.0).add_(2.0).clamp_(min=0.0)
+
+
+def _sum_to(t: Tensor, like: Tensor) -> Tensor:
+    """Sum ``t`` over the axes along which ``like`` (a parameter) was broadcast; returns ``like``'s shape."""
+    if like.dim() != t.dim():
+        return t.sum().reshape(like.shape)
+    dims = [d for d in range(t.dim()) if like.shape[d] == 1 and t.shape[d] != 1]
+    return t.sum(dim=dims, keepdim=True) if dims else t
 
 
 class SignClipSTE(torch.autograd.Function):
-    """sign(x) forward; straight-through gradient clipped at |x| <= 1 (BNN, weight binarizers)."""
+    """sign(x) forward; straight-through gradient clipped at |x| <= 1 (BNN, weight binarizers).
+
+    Saves a boolean mask (1 byte per element) instead of the input.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
@@ -58,7 +82,7 @@ class SignClipSTE(torch.autograd.Function):
 
 
 class ApproxSign(torch.autograd.Function):
-    """sign(x) forward; ApproxSign (Bi-Real Net) backward ``2 - 2|x|`` on ``|x| < 1``."""
+    """sign(x) forward; ApproxSign (Bi-Real Net) backward ``2 - 2|x|`` on ``|x| < 1``. Saves the input only."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
@@ -68,7 +92,12 @@ class ApproxSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return grad * approx_sign_grad(x)
+        return approx_sign_grad(x).mul_(grad)
+
+
+def _sech2(z: Tensor) -> Tensor:
+    """``1 - tanh(z)^2`` computed in ``tanh(z)``'s buffer."""
+    return torch.tanh(z).square_().neg_().add_(1.0)
 
 
 class TanhSign(torch.autograd.Function):
@@ -82,10 +111,9 @@ class TanhSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
         x, beta = ctx.saved_tensors
-        sech2 = 1.0 - torch.tanh(beta * x).square()
-        grad_x = grad * beta * sech2
-        grad_beta = (grad * x * sech2).sum().reshape(beta.shape)
-        return grad_x, grad_beta
+        grad_z = _sech2(beta * x).mul_(grad)  # d/dz tanh(z) * grad, z = beta * x
+        grad_beta = _sum_to(grad_z * x, beta)
+        return grad_z.mul_(beta), grad_beta
 
 
 class EDESign(torch.autograd.Function):
@@ -100,16 +128,20 @@ class EDESign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (x,) = ctx.saved_tensors
-        return grad * (ctx.k * ctx.t) * (1.0 - torch.tanh(ctx.t * x).square()), None, None
+        return _sech2(x * ctx.t).mul_(grad).mul_(ctx.k * ctx.t), None, None
 
 
 class ScaledSignClipSTE(torch.autograd.Function):
-    """``scale * sign(w)`` with a detached ``scale = mean|w|`` over ``dims``; STE clipped at |w| <= 1."""
+    """``scale * sign(w)`` with a detached ``scale = mean|w|`` over ``dims``; STE clipped at |w| <= 1.
+
+    The output is exactly ``+-scale`` (``copysign``); backward saves a boolean mask.
+    """
 
     @staticmethod
     def forward(ctx, w: Tensor, dims: tuple[int, ...]) -> Tensor:
-        ctx.save_for_backward(w.abs() <= 1)
-        return w.abs().mean(dim=dims, keepdim=True) * binary_sign(w)
+        magnitude = w.abs()
+        ctx.save_for_backward(magnitude <= 1)
+        return _signed(magnitude.mean(dim=dims, keepdim=True), w)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
@@ -118,10 +150,12 @@ class ScaledSignClipSTE(torch.autograd.Function):
 
 
 class DABFunction(torch.autograd.Function):
-    """Distribution-adaptive binarizer (BiDense), fused: one saved activation-sized tensor.
+    """Distribution-adaptive binarizer (BiDense), fused.
 
     ``s = x - (k * mean(x) + b)``, ``alpha = exp(a * (mean|s| - 1))``, output ``alpha * sign(s)``; both means are
     over ``dims`` (the spatial/token axes) and detached. Gradients are the closed forms of PAPERS.md 1.1.
+    Saved for backward: ``s`` and the output (which the following conv/linear saves anyway, so it shares that
+    storage) plus per-(sample, channel) statistics; no masks, and no ``torch.where`` (slow on CPU).
     """
 
     @staticmethod
@@ -130,21 +164,20 @@ class DABFunction(torch.autograd.Function):
         s = x - (k * mean_x + b)
         mean_abs_s = s.abs().mean(dim=dims, keepdim=True)
         alpha = torch.exp(a * (mean_abs_s - 1.0))
-        ctx.save_for_backward(s, a, mean_x, mean_abs_s, alpha)
-        return alpha * binary_sign(s)
+        out = _signed(alpha, s)
+        ctx.dims = dims
+        ctx.save_for_backward(s, out, a, mean_x, mean_abs_s, alpha)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        s, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
-        grad_s = grad * alpha * approx_sign_grad(s)
-        reduce = [d for d in range(grad.dim()) if a.shape[d] == 1]
-        grad_b = -grad_s.sum(dim=reduce, keepdim=True)
-        grad_k = -(grad_s.sum(dim=_broadcast_dims(s, a), keepdim=True) * mean_x).sum(dim=0, keepdim=True)
-        grad_a = (grad * binary_sign(s)).sum(dim=_broadcast_dims(s, a), keepdim=True)
-        grad_a = (grad_a * alpha * (mean_abs_s - 1.0)).sum(dim=0, keepdim=True)
+        s, out, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
+        dims = ctx.dims
+        # dL/ds = alpha * F'(s) * g with F'(s) = 2 * max(1 - |s|, 0): min(|s| - 1, 0) * g * (-2 alpha), in place
+        grad_s = s.abs().sub_(1.0).clamp_(max=0.0).mul_(grad).mul_(-2.0 * alpha)
+        per_sample = grad_s.sum(dim=dims, keepdim=True)
+        grad_b = _sum_to(-per_sample, a)
+        grad_k = _sum_to(-(per_sample * mean_x), a)
+        # dL/da = sum(g * sign(s)) * alpha * (mean|s| - 1) = sum(g * out) * (mean|s| - 1)
+        grad_a = _sum_to((grad * out).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
         return grad_s, grad_a, grad_k, grad_b, None
-
-
-def _broadcast_dims(x: Tensor, param: Tensor) -> list[int]:
-    """The non-batch axes along which a per-channel parameter is broadcast over ``x``."""
-    return [d for d in range(1, x.dim()) if param.shape[d] == 1]
