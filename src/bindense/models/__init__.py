@@ -8,6 +8,7 @@ from bindense.models.build import WIDTHS, DenseModel, build_model
 from bindense.models.convnext import ConvNeXt, load_convnext_checkpoint
 from bindense.models.dpt import DPT
 from bindense.models.heads import DepthHead, PredictionConv, SegHead
+from bindense.models.multitask import MultiTaskModel, build_multitask_model
 from bindense.models.spec import MethodSpec, make_act
 from bindense.models.upernet import UperNet
 from bindense.models.vit import MatMul, ViT
@@ -20,11 +21,13 @@ __all__ = [
     "DepthHead",
     "MatMul",
     "MethodSpec",
+    "MultiTaskModel",
     "PredictionConv",
     "SegHead",
     "UperNet",
     "ViT",
     "build_model",
+    "build_multitask_model",
     "load_convnext_checkpoint",
     "make_act",
 ]

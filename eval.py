@@ -1,0 +1,32 @@
+"""Evaluate a checkpoint: ``python eval.py experiment=<as trained> ckpt_path=<run>/checkpoints/<file>.ckpt``.
+
+Writes ``metrics.json`` (and a prediction panel) in the eval run directory; ``split=test`` uses the
+datamodule's test split. See README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+# idle OpenMP threads sleep instead of spinning: with spinning, any other busy process (data workers, the W&B
+# service, a second DDP rank) slows CPU training down many times over; set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from bindense.lit.pipeline import evaluate  # noqa: E402
+from bindense.utils.run import apply_extras  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    apply_extras(cfg)
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""LightningModules and training callbacks."""
+
+from bindense.lit.callbacks import EpochSeed, PredictionPanels
+from bindense.lit.dense import DenseLitModule, NonFiniteLossError
+from bindense.lit.losses import SegCrossEntropy, SILogLoss
+from bindense.lit.multitask import MultiTaskLitModule
+
+__all__ = [
+    "DenseLitModule",
+    "EpochSeed",
+    "MultiTaskLitModule",
+    "NonFiniteLossError",
+    "PredictionPanels",
+    "SILogLoss",
+    "SegCrossEntropy",
+]

@@ -1,0 +1,179 @@
+"""Read finished runs and sweeps back: run summaries, metric histories, sweep tables and plots.
+
+Used by ``scripts/summarize_sweep.py`` and ``notebooks/results.ipynb``. A *run directory* is what one
+``train.py`` job writes (``summary.json``, ``.hydra/``, ``csv/metrics.csv``, ``complexity.json``,
+``panels/``); a *sweep directory* holds one run directory per job (``0/``, ``1/``, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bindense.metrics import TASKS, main_metric
+
+#: columns shown per task in a sweep table (final validation values), besides the task's main metric
+TASK_COLUMNS = {"seg": ["mIoU", "pixAcc"], "depth": ["d1", "abs_rel", "rmse", "rmse_pooled"]}
+KNOWN_TASKS = (*TASKS, "mtl")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "summary.json").is_file() or (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """``[path]`` for a run directory, else its run subdirectories in job order (0, 1, ..., 10)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory")
+    if is_run_dir(path):
+        return [path]
+    runs = [p for p in path.iterdir() if p.is_dir() and is_run_dir(p)]
+    runs.sort(key=lambda p: (0, int(p.name)) if p.name.isdigit() else (1, p.name))
+    if not runs:
+        raise FileNotFoundError(f"{path} holds no run directory (no summary.json or .hydra/ found)")
+    return runs
+
+
+def _read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Everything known about one run: summary (status, metrics, files), overrides, config, complexity."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    complexity = summary.get("complexity")
+    if complexity is None and (run_dir / "complexity.json").is_file():
+        complexity = json.loads((run_dir / "complexity.json").read_text())
+    config = _read_yaml(run_dir / "config.yaml") or _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or summary.get("overrides") or []
+    return {
+        "dir": run_dir,
+        "name": run_dir.name,
+        "status": summary.get("status", "unknown (no summary.json)"),
+        "metrics": summary.get("metrics", {}),
+        "best_score": summary.get("best_score"),
+        "optimized_metric": summary.get("optimized_metric") or config.get("optimized_metric"),
+        "overrides": list(overrides),
+        "config": config,
+        "complexity": complexity or {},
+        "files": summary.get("files", {}),
+    }
+
+
+def load_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of ``csv/metrics.csv`` (one per logging call), numbers as floats, empty cells dropped."""
+    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if not files:
+        return []
+    rows = []
+    with files[-1].open() as f:
+        for row in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return rows
+
+
+def panels(run_dir: str | Path) -> list[Path]:
+    """The prediction panel PNGs of a run, oldest first."""
+    return sorted(Path(run_dir).glob("panels/*.png"))
+
+
+def swept_overrides(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Override keys whose value differs between the runs (what the sweep varied)."""
+    values: dict[str, set[str]] = {}
+    for run in runs:
+        for item in run["overrides"]:
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    present = [{o.partition("=")[0] for o in run["overrides"]} for run in runs]
+    return [k for k, v in values.items() if len(v) > 1 or any(k not in p for p in present)]
+
+
+def metric_columns(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """``val/<task>/<metric>`` columns for the tasks found in the runs' metrics."""
+    tasks = []
+    for run in runs:
+        for key in run["metrics"]:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "val" and parts[1] in KNOWN_TASKS and parts[1] not in tasks:
+                tasks.append(parts[1])
+    cols = []
+    for task in tasks:
+        names = TASK_COLUMNS.get(task) or [main_metric(task)[0] if task != "mtl" else "delta_m"]
+        cols += [f"val/{task}/{n}" for n in names]
+    return [c for c in cols if any(c in run["metrics"] for run in runs)]
+
+
+def sweep_rows(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the sweep table: job, swept overrides, status, params, OPs, metrics, best."""
+    swept = swept_overrides(runs)
+    metrics = metric_columns(runs)
+    best_key = next((r["optimized_metric"] for r in runs if r["optimized_metric"]), None)
+    header = ["job", "overrides", "status", "params (K, paper rule)", "params (K, all)", "OPs (G)", *metrics]
+    if best_key:
+        header.append(best_key)
+    rows = []
+    for run in runs:
+        cx = run["complexity"]
+        over = ", ".join(o for o in run["overrides"] if o.partition("=")[0] in swept) or "-"
+        row = [
+            run["name"],
+            over,
+            run["status"].split(":")[0],
+            _fmt(cx.get("paper_params"), 1e3, 1),
+            _fmt(cx.get("params_total"), 1e3, 1),
+            _fmt(cx.get("ops"), 1e9, 3),
+            *[_fmt(run["metrics"].get(m)) for m in metrics],
+        ]
+        if best_key:
+            row.append(_fmt(run["best_score"] if run["best_score"] is not None else run["metrics"].get(best_key)))
+        rows.append(row)
+    return header, rows
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{float(value) / scale:,.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table (pipes in cells escaped)."""
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in [header, *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return "\n".join(lines)
+
+
+def bar_plot(runs: Sequence[dict[str, Any]], metric: str, path: str | Path, title: str | None = None) -> Path:
+    """A bar per run of ``metric`` (its best when it is the optimized metric), labelled by the overrides."""
+    from matplotlib.figure import Figure
+
+    swept = swept_overrides(runs)
+    labels, values = [], []
+    for run in runs:
+        value = run["metrics"].get(metric)
+        if metric == run["optimized_metric"] and run["best_score"] is not None:
+            value = run["best_score"]
+        over = "\n".join(o for o in run["overrides"] if o.partition("=")[0] in swept)
+        labels.append(f"{run['name']}\n{over}" if over else run["name"])
+        values.append(float("nan") if value is None else float(value))
+    fig = Figure(figsize=(max(4.0, 1.3 * len(runs)), 3.8))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(values)), values, color="#4878a8")
+    ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7)
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,42 @@
+"""Train a dense-prediction model: ``python train.py [experiment=...] [group=option ...] [key=value ...]``.
+
+With no arguments: BiDense (nano UperNet) on the synthetic scenes, on CPU, in a few minutes.
+``python train.py -m ...`` runs a Hydra multirun sweep (one W&B group per sweep). See README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+# idle OpenMP threads sleep instead of spinning: with spinning, any other busy process (data workers, the W&B
+# service, a second DDP rank) slows CPU training down many times over; set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from bindense.lit.dense import NonFiniteLossError  # noqa: E402
+from bindense.lit.pipeline import train  # noqa: E402
+from bindense.utils.run import apply_extras  # noqa: E402
+
+log = logging.getLogger("train")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
+    apply_extras(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except NonFiniteLossError as err:
+        log.error("training stopped: %s", err)
+        raise
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()
