@@ -154,9 +154,7 @@ class BinaryConv2d(_BinaryUnit, nn.Conv2d):
         norm: bool = True,
         dilation: int = 1,
     ) -> None:
-        nn.Conv2d.__init__(
-            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
-        )
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -229,4 +227,3 @@ class BinaryLinear(_BinaryUnit, nn.Linear):
         if self.bypass == "cfb":
             y = y + cfb(x.movedim(-1, 1), y.shape[-1]).movedim(1, -1)
         return y
-

@@ -35,6 +35,7 @@ from bindense.export.container import (
     read_container,
     write_container,
 )
+from bindense.utils.checkpoint import build_net
 
 KERNELS = ("float", "gemm", "xnor")
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -231,15 +232,11 @@ def _check_targets(node: Any, where: str = "model") -> None:
 
 def build_model_from_config(config: Mapping[str, Any]) -> nn.Module:
     """Instantiate the ``model`` node of a run config (no weights are loaded; no pretrained file is read)."""
-    import hydra
-
     node = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
     if "_target_" not in node:
         raise PackedFormatError("the file's config has no model._target_; pass model=... to load_packed")
     _check_targets(node)
-    if "pretrained_ckpt" in node:  # the packed file holds every weight
-        node["pretrained_ckpt"] = None
-    return hydra.utils.instantiate(node, _convert_="all")
+    return build_net(node)  # pretrained_ckpt is dropped: the file holds every weight
 
 
 def replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> int:
