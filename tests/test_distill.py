@@ -26,15 +26,6 @@ from bindense.models.multitask import build_multitask_model
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops are much faster single-threaded on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def model_cfg(method: str = "fp32", tasks=("seg", "depth"), **over) -> dict:
     return {
         "_target_": "bindense.models.multitask.build_multitask_model",

@@ -21,15 +21,6 @@ TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hi
 TASKS = ["seg", "depth", "normals", "edge", "sal"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops are much faster single-threaded on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- losses
 def test_depth_l1_on_valid_pixels():
     pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])

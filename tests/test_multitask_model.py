@@ -16,15 +16,6 @@ PASCAL = ["seg", "parts", "sal", "normals", "edge"]
 CHANNELS = {"seg": 5, "parts": 4, "depth": 1, "normals": 3, "edge": 1, "sal": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops are much faster single-threaded on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(tasks, method="bidense", **kw):
     return build_multitask_model(
         "upernet", "convnext", "nano", method, tasks, num_classes=5, num_parts=4, max_depth=10.0, **TINY, **kw

@@ -12,15 +12,6 @@ from bindense.models.vib import FeatureVIB, VariationalBottleneck, gaussian_kl, 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops are much faster single-threaded on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_kl_matches_numpy():
     g = torch.Generator().manual_seed(0)
     mu = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)

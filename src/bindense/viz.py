@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from bindense.data.voc import voc_palette
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LABEL_TASKS = ("seg", "parts")
@@ -21,17 +23,8 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def label_palette(n: int = 256) -> np.ndarray:
-    """(n, 3) uint8 palette of the PASCAL VOC kind: class bits spread over the high bits of R, G, B."""
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
+    """(n, 3) uint8 palette of the PASCAL VOC kind (the one VOC label PNGs carry)."""
+    return voc_palette(n)
 
 
 def colorize_labels(labels: torch.Tensor | np.ndarray, ignore_index: int | None = 255) -> np.ndarray:
