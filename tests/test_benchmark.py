@@ -25,15 +25,6 @@ def _load_script():
 bench = _load_script()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP barriers make tiny ops take ~100x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -26,15 +26,6 @@ from bindense.binary import reference as ref
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP barriers make tiny ops take ~100x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Forward tolerance: the reference's detach trick ``(Wb - clip(W)).detach() + clip(W)`` rounds, so its scaled
 # weights can sit one ulp away from the exact ``mean|W| * sign(W)`` that the lean Functions return.
 FWD_RTOL, FWD_ATOL = 2.5e-7, 0.0

@@ -35,15 +35,6 @@ from bindense.export.container import write_container
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP barriers make tiny ops take ~100x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Mixed(nn.Module):
     """Every kind of binary unit and encoding, a shared (tied) unit, BN, fp layers."""
 
