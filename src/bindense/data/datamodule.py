@@ -19,6 +19,8 @@ from bindense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from bindense.data.synthetic import NUM_CLASSES as SYNTHETIC_NUM_CLASSES
 from bindense.data.synthetic import ensure_synthetic
 from bindense.data.transforms import TASKS, DensePipeline
+from bindense.data.verify import MODES as VERIFY_MODES
+from bindense.data.verify import verify_dataset
 from bindense.data.voc import VOC_CLASSES, VOCSegDataset
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,9 @@ class DenseDataModule(LightningDataModule):
         synthetic: ``{num_train, num_val, seed, height, width}`` to generate ``root`` (None for real data).
         pin_memory / drop_last: loader settings (drop_last for the train loader only).
         class_names: optional override of the class names.
+        verify: pre-flight check of every split at set-up, ``quick`` (file headers), ``full`` (decode every
+            sample) or ``none``; see :mod:`bindense.data.verify` and docs/DATA.md.
+        verify_cache_dir: where passed checks are remembered (None: no cache).
     """
 
     def __init__(
@@ -105,8 +110,12 @@ class DenseDataModule(LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = True,
         class_names: Sequence[str] | None = None,
+        verify: str = "quick",
+        verify_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"data.verify={verify!r}: expected one of {list(VERIFY_MODES)}")
         if layout not in DATASETS:
             raise ValueError(f"unknown data layout {layout!r}; choose from {sorted(DATASETS)}")
         tasks = list(_plain(tasks))
@@ -148,6 +157,8 @@ class DenseDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         self.class_names = list(class_names) if class_names else self._default_class_names()
+        self.verify = verify
+        self.verify_cache_dir = verify_cache_dir
         self.datasets: dict[str, Dataset] = {}
         self.save_hyperparameters(logger=False)
 
@@ -199,9 +210,20 @@ class DenseDataModule(LightningDataModule):
                     self.datasets["test"] = self.datasets["val"]
                 else:
                     self.datasets[split] = self.build_dataset(split)
+                    self.verify_split(split)
         names = getattr(self.datasets.get("val") or self.datasets.get("train"), "class_names", None)
         if self.class_names is None and names and self.num_classes and len(names) == self.num_classes:
             self.class_names = list(names)
+
+    def verify_split(self, split: str, mode: str | None = None) -> dict[str, Any]:
+        """Pre-flight check of one split (``data.verify``), in the loader workers; raises on bad files."""
+        return verify_dataset(
+            self.datasets[split],
+            mode or self.verify,
+            workers=self.num_workers,
+            cache_dir=self.verify_cache_dir,
+            label=f"{self.name}/{self.splits[split]}",
+        )
 
     # ------------------------------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:

@@ -51,7 +51,15 @@ def print_config_tree(cfg: DictConfig) -> None:
 
 # --------------------------------------------------------------------------------- checks
 def check_config(cfg: DictConfig) -> None:
-    """Static checks that need no data or model: the monitored metric names a configured task."""
+    """Static checks that need no data or model: every user-facing number is valid (one pass,
+    :mod:`bindense.utils.validate`), the monitored metric (filled in when null) names a configured task."""
+    from bindense.utils.validate import resolve_monitor, validate_config
+
+    validate_config(cfg)
+    tasks = list(cfg.data.get("tasks") or [])
+    if not tasks:
+        raise ConfigError(f"data config {cfg.data.get('name')!r} lists no tasks")
+    resolve_monitor(cfg)
     mode = cfg.get("optimized_mode", "max")
     if mode not in ("max", "min"):
         raise ConfigError(f"optimized_mode must be 'max' or 'min', got {mode!r}")
