@@ -6,6 +6,7 @@ datamodule's test split. See README.md.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,12 +21,18 @@ from omegaconf import DictConfig  # noqa: E402
 from bindense.lit.pipeline import evaluate  # noqa: E402
 from bindense.utils.run import apply_extras  # noqa: E402
 
+log = logging.getLogger("eval")
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     apply_extras(cfg)
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except Exception as err:  # into the job's log
+        log.error("evaluation failed: %s: %s", type(err).__name__, err)
+        raise
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -18,9 +19,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from bindense.lit.dense import NonFiniteLossError  # noqa: E402
 from bindense.lit.pipeline import train  # noqa: E402
 from bindense.utils.run import apply_extras  # noqa: E402
+from bindense.utils.rundir import refuse_finished_cli_dir  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -31,12 +32,13 @@ def main(cfg: DictConfig) -> float | None:
     apply_extras(cfg)
     try:
         metrics, _ = train(cfg)
-    except NonFiniteLossError as err:
-        log.error("training stopped: %s", err)
+    except Exception as err:  # into the job's log, where scripts/summarize_sweep.py finds it
+        log.error("training failed: %s: %s", type(err).__name__, err)
         raise
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
 
 
 if __name__ == "__main__":
+    refuse_finished_cli_dir(sys.argv[1:])  # before Hydra writes into a finished run's directory
     main()

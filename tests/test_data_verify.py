@@ -28,9 +28,7 @@ RUN = [o for o in TINY if not o.startswith(("data.synthetic", "paths.data_dir"))
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("layouts")
-    return {
-        layout: write_synthetic(base / layout, layout, 8, 4, 0, 48, 64, 1) for layout in ("ade20k", "bts_nyu")
-    }
+    return {layout: write_synthetic(base / layout, layout, 8, 4, 0, 48, 64, 1) for layout in ("ade20k", "bts_nyu")}
 
 
 def copy(clean: dict[str, Path], layout: str, tmp_path: Path) -> Path:

@@ -90,7 +90,10 @@ def test_eval_writes_metrics_json(seg_run, tmp_path):
 def test_eval_test_split(seg_run, tmp_path):
     out, _, _ = seg_run
     cfg = compose_config(
-        "eval", [*TINY[:8], f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "split=test", "logger=none"], tmp_path
+        "eval",
+        [*TINY[:8], f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "split=test", "data.test_split=val"]
+        + ["logger=none"],
+        tmp_path,
     )
     metrics, _ = evaluate(cfg)
     assert "test/seg/mIoU" in metrics and (tmp_path / "panels" / "test.png").is_file()
@@ -112,7 +115,9 @@ def test_eval_missing_checkpoint_fails_clearly(tmp_path):
 
 
 def test_depth_training_logs_depth_metrics(tmp_path):
-    metrics, _ = tiny_train(tmp_path, "data=synthetic_depth", "optimized_metric=val/depth/d1_best")
+    metrics, objects = tiny_train(tmp_path, "data=synthetic_depth")  # no other override: monitors val/depth/d1_best
+    assert objects["cfg"].optimized_metric == "val/depth/d1_best" and objects["cfg"].optimized_mode == "max"
+    assert objects["trainer"].checkpoint_callback.monitor == "val/depth/d1_best"
     assert {"val/depth/d1", "val/depth/abs_rel", "val/depth/rmse", "val/depth/d1_best"} <= set(metrics)
     assert (tmp_path / "panels" / "val_epoch000.png").is_file()
 

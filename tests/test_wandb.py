@@ -18,7 +18,7 @@ def no_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    monkeypatch.setattr(wb, "server_reachable", lambda timeout=3.0: pytest.fail("no network probe without a key"))
+    monkeypatch.setattr(wb, "server_problem", lambda timeout=3.0: pytest.fail("no network probe without a key"))
 
 
 def test_offline_without_api_key(no_key):
@@ -30,9 +30,9 @@ def test_offline_without_api_key(no_key):
 def test_online_only_with_key_and_reachable_server(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(wb, "server_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(wb, "server_problem", lambda timeout=3.0: "answered HTTP 401 Unauthorized")
     assert wb.decide_offline(None) is True
-    monkeypatch.setattr(wb, "server_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(wb, "server_problem", lambda timeout=3.0: None)
     assert wb.decide_offline(None) is False
     assert wb.decide_offline(True) is True  # logger.wandb.offline=true always wins
     monkeypatch.setenv("WANDB_MODE", "offline")

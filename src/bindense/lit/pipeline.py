@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from bindense.utils.run import (
     check_config,
     check_datamodule,
     check_monitors,
+    check_test_split,
     complexity_input_size,
+    cpu_fallback,
     print_summary,
     resolved_container,
     save_config,
@@ -35,7 +38,8 @@ from bindense.utils.run import (
     write_complexity,
     write_summary,
 )
-from bindense.utils.wandb import finish_wandb, prepare_wandb
+from bindense.utils.rundir import refuse_finished_run
+from bindense.utils.wandb import finish_wandb, prepare_wandb, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +126,31 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> tup
     """Fit (and optionally test) the configured model; returns (metrics, objects).
 
     Writes under ``cfg.paths.output_dir``: ``config.yaml``, ``checkpoints/`` (best + last), ``csv/``,
-    ``complexity.{json,txt}``, ``panels/*.png``, ``wandb/`` and ``summary.json``.
+    ``complexity.{json,txt}``, ``panels/*.png``, ``wandb/`` and ``summary.json`` (also when the run fails
+    before training: status ``failed: <error>``). Ctrl+C ends with ``SystemExit(130)`` after printing the
+    ``ckpt_path=`` that resumes the run (docs/RELIABILITY.md).
     """
     start = time.time()
+    refuse_finished_run(cfg.paths.output_dir, cfg.get("ckpt_path"))
     out = _output_dir(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    check_config(cfg)
-    dm = build_datamodule(cfg)
-    module = build_module(cfg)
-    callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
-    callbacks.append(StoreConfig(resolved_container(cfg)))
-    check_monitors(cfg, module, callbacks)
-    prepare_wandb(cfg)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     summary: dict[str, Any] = {"status": "running", "overrides": _overrides()}
     metrics: dict[str, float] = {}
+    trainer: Trainer | None = None
+    dm = module = None
     try:
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        check_config(cfg)
+        check_test_split(cfg, "test" if cfg.get("test") else None)
+        cpu_fallback(cfg)
+        dm = build_datamodule(cfg)
+        module = build_module(cfg)
+        callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
+        callbacks.append(StoreConfig(resolved_container(cfg)))
+        check_monitors(cfg, module, callbacks)
+        prepare_wandb(cfg)
+        loggers = start_wandb(instantiate_loggers(cfg.get("logger")), cfg)
+        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         save_config(cfg, out)
         _log_hyperparameters(cfg, module, trainer)
         if (cfg.get("complexity") or {}).get("enabled", True):
@@ -155,7 +166,8 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> tup
         summary["status"] = "interrupted" if trainer.interrupted else "completed"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit(1)
         summary["status"] = "interrupted"
-        raise
+        metrics = scalar_metrics(trainer.callback_metrics) if trainer is not None else {}
+        raise SystemExit(INTERRUPTED_EXIT) from None
     except BaseException as err:
         summary["status"] = f"failed: {type(err).__name__}: {err}"
         raise
@@ -164,7 +176,25 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> tup
         write_summary(out, summary)
         finish_wandb(0 if summary["status"] == "completed" else 1)
         print_summary(summary)
+        if summary["status"] == "interrupted":
+            _print_resume_hint(trainer, summary.get("overrides") or [])
     return metrics, {"cfg": cfg, "datamodule": dm, "module": module, "trainer": trainer}
+
+
+#: exit status of an interrupted run (128 + SIGINT, the shell convention for Ctrl+C)
+INTERRUPTED_EXIT = 130
+
+
+def _print_resume_hint(trainer: Trainer | None, overrides: list[str]) -> None:
+    """After Ctrl+C: the command that resumes the run from its last checkpoint."""
+    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer is not None else ""
+    if ckpt and Path(ckpt).is_file():
+        args = " ".join([*(o for o in overrides if not o.startswith("ckpt_path=")), f"ckpt_path={ckpt}"])
+        msg = f"interrupted; resume with:\n  python train.py {args}"
+    else:
+        msg = "interrupted before the first checkpoint was written; nothing to resume (start the run again)"
+    print(msg, file=sys.stderr, flush=True)
+    log.warning(msg)
 
 
 def _overrides() -> list[str]:
@@ -177,14 +207,14 @@ def _overrides() -> list[str]:
 
 
 def _final_summary(
-    cfg: DictConfig, out: Path, trainer: Trainer, metrics: dict[str, float], start: float
+    cfg: DictConfig, out: Path, trainer: Trainer | None, metrics: dict[str, float], start: float
 ) -> dict[str, Any]:
-    ckpt = trainer.checkpoint_callback
+    ckpt = trainer.checkpoint_callback if trainer is not None else None
     highlights: dict[str, Any] = {}
     key = cfg.get("optimized_metric")
     if key and key in metrics:
         highlights[key] = metrics[key]
-    highlights["epochs"] = trainer.current_epoch
+    highlights["epochs"] = trainer.current_epoch if trainer is not None else 0
     highlights["elapsed_s"] = round(time.time() - start, 1)
     return {
         "method": OmegaConf.to_container(cfg.method, resolve=True) if cfg.get("method") else None,
@@ -225,12 +255,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     split = cfg.get("split", "val")
     if split not in ("val", "test"):
         raise ConfigError(f"split must be 'val' or 'test', got {split!r}")
+    check_test_split(cfg, split)
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r} does not exist")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     check_config(cfg)
+    cpu_fallback(cfg)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     _check_checkpoint_config(cfg, checkpoint.get(CONFIG_KEY))
     dm = build_datamodule(cfg, "validate" if split == "val" else "test")
@@ -239,7 +271,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     del checkpoint
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     prepare_wandb(cfg)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = start_wandb(instantiate_loggers(cfg.get("logger")), cfg)
     trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         run = trainer.validate if split == "val" else trainer.test

@@ -46,6 +46,16 @@ def _read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def failure_from_log(run_dir: str | Path) -> str | None:
+    """``failed: <first line of the error>`` from the job's log (``<task_name>.log``), for a job that wrote no
+    ``summary.json``; None when the log shows no error."""
+    for log_file in sorted(Path(run_dir).glob("*.log")):
+        errors = [ln for ln in log_file.read_text(errors="replace").splitlines() if "][ERROR] - " in ln]
+        if errors:
+            return "failed: " + errors[-1].split("][ERROR] - ", 1)[1].strip()
+    return None
+
+
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """Everything known about one run: summary (status, metrics, files), overrides, config, complexity."""
     run_dir = Path(run_dir)
@@ -58,7 +68,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return {
         "dir": run_dir,
         "name": run_dir.name,
-        "status": summary.get("status", "unknown (no summary.json)"),
+        "status": summary.get("status") or failure_from_log(run_dir) or "unknown (no summary.json)",
         "metrics": summary.get("metrics", {}),
         "best_score": summary.get("best_score"),
         "optimized_metric": summary.get("optimized_metric") or config.get("optimized_metric"),
@@ -127,7 +137,7 @@ def sweep_rows(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str
         row = [
             run["name"],
             over,
-            run["status"].split(":")[0],
+            status_cell(run["status"]),
             _fmt(cx.get("paper_params"), 1e3, 1),
             _fmt(cx.get("params_total"), 1e3, 1),
             _fmt(cx.get("ops"), 1e9, 3),
@@ -137,6 +147,14 @@ def sweep_rows(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str
             row.append(_fmt(run["best_score"] if run["best_score"] is not None else run["metrics"].get(best_key)))
         rows.append(row)
     return header, rows
+
+
+def status_cell(status: str, width: int = 80) -> str:
+    """``completed`` / ``interrupted``, or ``failed: <first line of the error>`` (shortened to ``width``)."""
+    if not status.startswith("failed"):
+        return status.split(":")[0]
+    first = status.splitlines()[0]
+    return first if len(first) <= width else first[: width - 3] + "..."
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 4) -> str:

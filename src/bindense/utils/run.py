@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,44 @@ def check_config(cfg: DictConfig) -> None:
                 f"optimized_metric={metric!r} must be 'val/<task>/<metric>' with <task> one of {tasks}, "
                 f"e.g. 'val/{tasks[0]}/..._best'"
             )
+
+
+def check_test_split(cfg: DictConfig, split: str | None) -> None:
+    """Refuse the test split of a dataset that has none (it would silently be the val split, logged as test/)."""
+    if split != "test" or cfg.data.get("test_split"):
+        return
+    splits = {k: cfg.data.get(f"{k}_split") for k in ("train", "val")}
+    listed = ", ".join(f"{k}={v!r}" for k, v in splits.items())
+    raise ConfigError(
+        f"data {cfg.data.get('name')!r} has no test split (its splits: {listed}); evaluate with split=val, or "
+        f"name a test split with data.test_split=<split>"
+    )
+
+
+def cpu_fallback(cfg: DictConfig) -> None:
+    """``trainer.accelerator: gpu`` (every paper experiment) on a machine without a GPU: run on the CPU instead,
+    with one warning, rather than failing in Lightning's accelerator lookup."""
+    trainer = cfg.get("trainer") or {}
+    if str(trainer.get("accelerator")) not in ("gpu", "cuda") or _gpu_available():
+        return
+    changes: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
+    if trainer.get("strategy") not in (None, "auto"):
+        changes["strategy"] = "auto"
+    if trainer.get("sync_batchnorm"):
+        changes["sync_batchnorm"] = False
+    if str(trainer.get("precision")) in ("16", "16-mixed", "16-true"):
+        changes["precision"] = 32
+    with open_dict(cfg):
+        for key, value in changes.items():
+            cfg.trainer[key] = value
+    log.warning(
+        "no GPU on this machine: running on the CPU instead (%s). Add trainer=cpu to choose it yourself.",
+        ", ".join(f"trainer.{k}={v}" for k, v in changes.items()),
+    )
+
+
+def _gpu_available() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 def check_monitors(cfg: DictConfig, module: Any, callbacks: Iterable[Any]) -> None:

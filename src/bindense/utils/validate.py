@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from bindense.metrics import main_metric
+from bindense.metrics.tasks import MAIN_METRIC
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,9 @@ def default_monitor(cfg: DictConfig) -> tuple[str, str]:
 
 
 def resolve_monitor(cfg: DictConfig) -> None:
-    """Fill ``optimized_metric: null`` with the main metric of the data's first task and ``optimized_mode:
-    null`` with that metric's direction (or the direction of the task metric ``optimized_metric`` names)."""
-    from bindense.utils.run import ConfigError
-
+    """Fill ``optimized_metric: null`` with the main metric of the data's first task, and ``optimized_mode:
+    null`` with the direction of the monitored key: ``min`` for a loss, else its task's main-metric direction
+    (the only other keys a run logs for monitoring are that metric and its running best)."""
     if "optimized_metric" not in cfg:
         return
     key, mode = default_monitor(cfg)
@@ -131,12 +131,9 @@ def resolve_monitor(cfg: DictConfig) -> None:
             cfg.optimized_metric = key
         elif cfg.get("optimized_mode") is None:
             parts = str(cfg.optimized_metric).split("/")
-            task = parts[1] if len(parts) == 3 else ""
-            try:
-                name, mode = main_metric(task)
-            except (KeyError, ValueError) as err:
-                raise ConfigError(f"optimized_mode is null; set it (max or min) for {cfg.optimized_metric!r}") from err
-            if parts[2].removesuffix("_best") != name:
-                raise ConfigError(f"optimized_mode is null; set it (max or min) for {cfg.optimized_metric!r}")
+            if parts[-1].endswith("loss"):
+                mode = "min"
+            elif len(parts) == 3 and parts[1] in MAIN_METRIC:
+                mode = main_metric(parts[1])[1]
         if cfg.get("optimized_mode") is None:
             cfg.optimized_mode = mode

@@ -1,17 +1,23 @@
-"""W&B set-up that never prompts or hangs: offline unless a key is configured and the server answers.
+"""W&B set-up that never prompts, hangs or crashes a run: offline unless a key is configured and the server
+accepts it (docs/RELIABILITY.md).
 
 ``prepare_wandb(cfg)`` fills the null fields of ``cfg.logger.wandb`` (offline, group, name, tags, id)
-before the logger is instantiated; ``finish_wandb()`` closes the run at the end of every job.
+before the logger is instantiated; ``start_wandb`` starts the run and falls back to offline when that fails;
+``finish_wandb()`` closes the run at the end of every job and never raises.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import netrc
 import os
-import socket
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, open_dict
@@ -25,30 +31,69 @@ def _host() -> str:
     return os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
 
 
+def api_key() -> str | None:
+    """``WANDB_API_KEY``, else the key ``wandb login`` stored in ``~/.netrc`` for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    try:
+        auth = netrc.netrc().authenticators(urlparse(_host()).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return auth[2] if auth else None
+
+
 def api_key_configured() -> bool:
     """True when ``WANDB_API_KEY`` is set or ``~/.netrc`` holds a key for the W&B host (``wandb login``)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
+    return api_key() is not None
+
+
+#: seconds the start-up probe of the W&B server may take (connect, then each read)
+PROBE_TIMEOUT = 5.0
+
+
+def server_problem(timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why an online run would fail now, or None: asks the server who the API key belongs to (one GraphQL
+    ``viewer`` query), so a rejected key (401), a failing server (5xx), no network and a server that accepts
+    the connection but never answers are all found before ``wandb.init``, within ``timeout`` seconds."""
+    key = api_key() or ""
+    request = urllib.request.Request(
+        _host().rstrip("/") + "/graphql",
+        data=json.dumps({"query": "query { viewer { id } }"}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
+        },
+    )
     try:
-        return netrc.netrc().authenticators(urlparse(_host()).hostname or "") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        return f"answered HTTP {err.code} {err.reason}" + (" (API key rejected)" if err.code in (401, 403) else "")
+    except (urllib.error.URLError, OSError) as err:  # refused, DNS, timeout (socket.timeout is an OSError)
+        reason = getattr(err, "reason", err)
+        return f"did not answer ({type(reason).__name__}: {reason or 'timed out'})"
+    return None if 200 <= status < 300 else f"answered HTTP {status}"
 
 
-def server_reachable(timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the W&B host opens within ``timeout`` seconds."""
-    url = urlparse(_host())
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def server_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when the W&B server accepts the configured API key within ``timeout`` seconds."""
+    return server_problem(timeout) is None
 
 
-def decide_offline(requested: bool | None) -> bool:
+def offline_warning(problem: str, save_dir: str | Path | None = None) -> str:
+    """The one warning of a fallback to offline: why, and how to upload the run later."""
+    where = Path(save_dir) / "wandb" if save_dir else Path("<run dir>") / "wandb"
+    msg = (
+        f"W&B server {_host()} {problem}: logging offline instead; the run is complete on disk. "
+        f"Upload it later with `wandb sync {where}/offline-run-*`"
+    )
+    log.warning(msg)
+    return msg
+
+
+def decide_offline(requested: bool | None, save_dir: str | Path | None = None) -> bool:
     """Offline unless online is possible: ``requested`` True forces offline; None / False go online only
-    with a configured API key and a reachable server (otherwise W&B would prompt for a login or hang)."""
+    with a configured API key that the server accepts (otherwise W&B would prompt, hang or crash)."""
     if requested:
         return True
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
@@ -57,8 +102,9 @@ def decide_offline(requested: bool | None) -> bool:
         if requested is False:
             log.warning("logger.wandb.offline=false but no W&B API key is configured: logging offline")
         return True
-    if not server_reachable():
-        log.warning("W&B server %s unreachable: logging offline (sync later with `wandb sync`)", _host())
+    problem = server_problem()
+    if problem is not None:
+        offline_warning(problem, save_dir)
         return True
     return False
 
@@ -127,7 +173,8 @@ def prepare_wandb(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-    offline = decide_offline(wcfg.get("offline"))
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # bounds wandb.init should the server stall after the probe
+    offline = decide_offline(wcfg.get("offline"), wcfg.get("save_dir"))
     if offline and os.environ.get("WANDB_MODE", "").lower() != "disabled":
         os.environ["WANDB_MODE"] = "offline"
     multirun, sweep, experiment, overrides, job_num = _hydra_run_info()
@@ -149,19 +196,53 @@ def prepare_wandb(cfg: DictConfig) -> None:
         Path(str(wcfg.save_dir)).mkdir(parents=True, exist_ok=True)
 
 
+def start_wandb(loggers: list[Any], cfg: DictConfig) -> list[Any]:
+    """Start every online W&B run now; when ``wandb.init`` fails (auth, quota, server, timeout), warn once
+    and replace that logger by an offline one, so the run goes on and can be synced later."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    out = []
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE", "").lower() != "offline":
+            try:
+                logger.experiment  # noqa: B018 - starts the run (wandb.init)
+            except Exception as err:  # noqa: BLE001 - any failure at start means: go offline
+                first = (str(err).splitlines() or [""])[0][:300]
+                wcfg = cfg.logger.wandb
+                offline_warning(f"failed at wandb.init ({type(err).__name__}: {first})", wcfg.get("save_dir"))
+                finish_wandb(1)
+                os.environ["WANDB_MODE"] = "offline"
+                with open_dict(wcfg):
+                    wcfg.offline = True
+                import hydra
+
+                logger = hydra.utils.instantiate(wcfg)
+        out.append(logger)
+    return out
+
+
 def finish_wandb(exit_code: int = 0) -> None:
-    """Close the active W&B run, if any (each Hydra job of a sweep gets its own run).
+    """Close the active W&B run, if any (each Hydra job of a sweep gets its own run); never raises.
 
     ``wandb.finish`` can return before the service has written the whole run file; ``wandb.teardown``
-    waits for it, so the job's run files are complete when the job ends.
+    waits for it, so the job's run files are complete when the job ends. A W&B failure here (server gone,
+    upload refused) is logged: checkpoints, CSV and summary are written before and stay.
     """
     try:
         import wandb
     except ImportError:
         return
-    if wandb.run is not None:
-        wandb.finish(exit_code=exit_code)
-        wandb.teardown()
+    try:
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)
+            wandb.teardown()
+    except Exception as err:  # noqa: BLE001
+        log.warning(
+            "W&B failed while closing the run (%s: %s); the run's files on disk are complete. "
+            "Upload the offline copy with `wandb sync <run dir>/wandb/<run>`",
+            type(err).__name__,
+            err,
+        )
 
 
 def _log_records(path: Path):
