@@ -131,7 +131,10 @@ def read_container(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, T
     actual = hashlib.sha256(body).digest()
     if actual != stored:
         expected_size = _expected_size(data, head_len)
-        if expected_size is not None and expected_size != len(data):
+        real_len = _json_length(data)
+        if real_len is not None and real_len != head_len:
+            why = f"corrupt header: its length field says {head_len} bytes, the JSON header has {real_len}"
+        elif expected_size is not None and expected_size != len(data):
             relation = "truncated" if len(data) < expected_size else "extended"
             why = f"{relation}: {len(data)} bytes, the file should have {expected_size}"
         else:
@@ -159,6 +162,16 @@ def read_container(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, T
         t = flat.to(torch.bool) if dtype == torch.bool else flat.view(dtype)
         tensors[name] = t.reshape(a.shape)
     return header, tensors
+
+
+def _json_length(data: bytes) -> int | None:
+    """Byte length of the JSON object that starts the header (ASCII, as written), or None if unreadable."""
+    start = _PREAMBLE.size
+    try:
+        _, end = json.JSONDecoder().raw_decode(data[start : start + (1 << 24)].decode("ascii", errors="replace"))
+    except ValueError:
+        return None
+    return end
 
 
 def _expected_size(data: bytes, head_len: int) -> int | None:

@@ -42,6 +42,43 @@ def find_runs(path: str | Path) -> list[Path]:
     return runs
 
 
+#: the repository (an editable install is assumed, as for the configs)
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _completed(summary: Path) -> bool:
+    try:
+        return json.loads(summary.read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_run_dir(value: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """The run or sweep directory to show: ``value`` (``BINDENSE_RUN_DIR``; a relative path is taken from the
+    project root, not from the current directory), else the newest run or sweep under ``<root>/logs`` with a
+    completed ``summary.json`` (a failed or running job never shadows the good runs)."""
+    root = Path(root) if root is not None else PROJECT_ROOT
+    if value:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_dir():
+            raise FileNotFoundError(f"BINDENSE_RUN_DIR={value!r}: {path} is not a directory")
+        return path.resolve()
+    newest: dict[Path, float] = {}
+    for summary in (root / "logs").glob("*/*/*/summary.json"):  # <task>/runs/<run>
+        if _completed(summary):
+            newest[summary.parent] = summary.stat().st_mtime
+    for summary in (root / "logs").glob("*/multiruns/*/*/summary.json"):  # <task>/multiruns/<sweep>/<job>
+        if _completed(summary):
+            sweep = summary.parent.parent
+            newest[sweep] = max(newest.get(sweep, 0.0), summary.stat().st_mtime)
+    if not newest:
+        raise FileNotFoundError(
+            f"no completed run under {root / 'logs'}: train one with `python train.py` or set BINDENSE_RUN_DIR"
+        )
+    return max(newest, key=newest.__getitem__).resolve()
+
+
 def _read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 

@@ -51,10 +51,11 @@ def api_key_configured() -> bool:
 PROBE_TIMEOUT = 5.0
 
 
-def server_problem(timeout: float = PROBE_TIMEOUT) -> str | None:
+def server_problem(timeout: float | None = None) -> str | None:
     """Why an online run would fail now, or None: asks the server who the API key belongs to (one GraphQL
     ``viewer`` query), so a rejected key (401), a failing server (5xx), no network and a server that accepts
     the connection but never answers are all found before ``wandb.init``, within ``timeout`` seconds."""
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
     key = api_key() or ""
     request = urllib.request.Request(
         _host().rstrip("/") + "/graphql",
@@ -75,7 +76,7 @@ def server_problem(timeout: float = PROBE_TIMEOUT) -> str | None:
     return None if 200 <= status < 300 else f"answered HTTP {status}"
 
 
-def server_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
+def server_reachable(timeout: float | None = None) -> bool:
     """True when the W&B server accepts the configured API key within ``timeout`` seconds."""
     return server_problem(timeout) is None
 
