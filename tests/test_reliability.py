@@ -62,8 +62,14 @@ def test_two_concurrent_runs_with_default_paths_keep_their_files(tmp_path):
     args = [o for o in TINY if o != "logger=csv"] + ["logger=csv", f"paths.log_dir={tmp_path}"]
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     procs = [
-        subprocess.Popen([sys.executable, "train.py", *args, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "train.py", *args, *extra],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
         for extra in ([], ["method=bnn"])
     ]
     for p in procs:
