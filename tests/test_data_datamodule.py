@@ -20,10 +20,15 @@ REQUIRED = ("name", "root", "tasks", "num_classes", "num_parts", "max_depth", "m
             "ignore_index", "batch_size", "num_workers", "crop_size")  # fmt: skip
 
 
+def load_data_yaml(name: str):
+    """``conf/data/<name>.yaml``; a global-package option (synthetic_mt, which also selects model/module) keeps
+    its settings under ``data:``."""
+    raw = OmegaConf.load(REPO / f"conf/data/{name}.yaml")
+    return raw.data if "_target_" not in raw and "data" in raw else raw
+
+
 def data_cfg(name: str, data_dir: Path, **over):
-    cfg = OmegaConf.create(
-        {"paths": {"data_dir": str(data_dir)}, "data": OmegaConf.load(REPO / f"conf/data/{name}.yaml")}
-    )
+    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": load_data_yaml(name)})
     for k, v in over.items():
         OmegaConf.update(cfg, f"data.{k}", v, merge=False)
     return cfg
@@ -44,14 +49,14 @@ def test_configs_exist_and_declare_the_contract_keys() -> None:
     assert {"synthetic", "synthetic_depth", "synthetic_mt", "ade20k", "voc2012", "nyu_depth", "kitti_depth",
             "nyud_mt", "pascal_context_mt"} <= set(CONFIGS)  # fmt: skip
     for name in CONFIGS:
-        raw = OmegaConf.load(REPO / f"conf/data/{name}.yaml")
+        raw = load_data_yaml(name)
         assert raw._target_ == "bindense.data.DenseDataModule"
         for key in REQUIRED:
             assert key in raw, f"{name}.yaml lacks {key}"
         assert raw.ignore_index == 255
     expected = {"ade20k": 150, "voc2012": 21, "nyud_mt": 40, "pascal_context_mt": 21, "synthetic": NUM_CLASSES}
     for name, k in expected.items():
-        assert OmegaConf.load(REPO / f"conf/data/{name}.yaml").num_classes == k
+        assert load_data_yaml(name).num_classes == k
     assert OmegaConf.load(REPO / "conf/data/nyu_depth.yaml").max_depth == 10
     assert OmegaConf.load(REPO / "conf/data/kitti_depth.yaml").max_depth == 80
 

@@ -304,6 +304,16 @@ def test_monitored_metric_follows_the_data(data, key, mode, tmp_path):
     check_config(cfg)
     assert (cfg.optimized_metric, cfg.optimized_mode) == (key, mode)
     assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.early_stopping.mode) == (key, mode)
+    multitask = data == "synthetic_mt"  # five tasks: the data option selects the multi-task model and module
+    assert ("multitask" in cfg.model._target_, "multitask" in cfg.module._target_) == (multitask, multitask)
+
+
+@pytest.mark.slow
+def test_synthetic_mt_trains_with_no_other_override(tmp_path):
+    metrics, objects = tiny_train(tmp_path, "data=synthetic_mt")
+    assert objects["trainer"].checkpoint_callback.monitor == "val/seg/mIoU_best"
+    assert "val/seg/mIoU_best" in metrics and "val/normals/mean_angle" in metrics
+    assert any(k.startswith("val/depth/") for k in metrics) and any(k.startswith("val/sal/") for k in metrics)
 
 
 def test_explicit_monitor_without_mode_gets_its_direction(tmp_path):
