@@ -65,12 +65,10 @@ def load_data_config(overrides: list[str]) -> Any:
 
     os.environ.setdefault("PROJECT_ROOT", str(REPO))
     name = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "synthetic")
-    cfg = OmegaConf.create(
-        {
-            "paths": OmegaConf.load(REPO / "conf" / "paths" / "default.yaml"),
-            "data": OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml"),
-        }
-    )
+    data = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
+    if "_target_" not in data and "data" in data:  # a global data option (synthetic_mt) keeps it under data:
+        data = data.data
+    cfg = OmegaConf.create({"paths": OmegaConf.load(REPO / "conf" / "paths" / "default.yaml"), "data": data})
     rest = [o for o in overrides if not o.startswith("data=")]
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest)) if rest else cfg
 
