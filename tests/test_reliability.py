@@ -225,28 +225,49 @@ class InterruptAfterFirstEpoch(Callback):
             raise KeyboardInterrupt
 
 
-def interrupted_run(tmp_path: Path, capsys) -> Path:
+def interrupted_run(tmp_path: Path, caplog) -> Path:
     handler = signal.getsignal(signal.SIGINT)
     try:
         cfg = compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path)
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.WARNING):
             train(cfg, extra_callbacks=[InterruptAfterFirstEpoch()])
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
     assert exit_info.value.code == 130
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert f"ckpt_path={last}" in capsys.readouterr().err
+    assert f"ckpt_path={last}" in caplog.text
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
     return last
 
 
-def test_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, capsys):
-    interrupted_run(tmp_path, capsys)
+def test_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, caplog):
+    interrupted_run(tmp_path, caplog)
 
 
 @pytest.mark.slow
-def test_resume_keeps_the_running_best(tmp_path, capsys):
-    last = interrupted_run(tmp_path / "part", capsys)
+def test_ctrl_c_on_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.max_epochs=500", f"hydra.run.dir={run}"]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:  # bounded wait
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # what Ctrl+C sends
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-3000:]
+    assert f"ckpt_path={run}/checkpoints/last.ckpt" in out
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_running_best(tmp_path, caplog):
+    last = interrupted_run(tmp_path / "part", caplog)
     ckpt = torch.load(last, weights_only=False)
     ckpt["state_dict"]["best.seg__mIoU.max_value"] = torch.tensor(2.0)  # no validation reaches an mIoU of 2
     torch.save(ckpt, last)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -189,12 +189,11 @@ def _print_resume_hint(trainer: Trainer | None, overrides: list[str]) -> None:
     """After Ctrl+C: the command that resumes the run from its last checkpoint."""
     ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer is not None else ""
     if ckpt and Path(ckpt).is_file():
-        args = " ".join([*(o for o in overrides if not o.startswith("ckpt_path=")), f"ckpt_path={ckpt}"])
-        msg = f"interrupted; resume with:\n  python train.py {args}"
+        args = [*(o for o in overrides if not o.startswith("ckpt_path=")), f"ckpt_path={ckpt}"]
+        msg = "interrupted; resume with:\n  python train.py " + " ".join(shlex.quote(a) for a in args)
     else:
         msg = "interrupted before the first checkpoint was written; nothing to resume (start the run again)"
-    print(msg, file=sys.stderr, flush=True)
-    log.warning(msg)
+    log.warning(msg)  # the console and the job's log under Hydra; stderr otherwise
 
 
 def _overrides() -> list[str]:
