@@ -14,6 +14,7 @@ from torch import nn
 from bindense.binary import (
     ACTIVATIONS,
     DAB,
+    BiViTSignActivation,
     BiViTSignWeight,
     CenteredScaledSignWeight,
     SignActivation,
@@ -67,7 +68,7 @@ ROW = torch.tensor([[1.0, 2.0, 3.0, -2.0]])  # mean 1, centred [0, 1, 2, -3], ra
 
 
 @pytest.mark.parametrize(
-    "cls,grad", [(CenteredScaledSignWeight, [0.5, 0.5, -0.5, -0.5]), (BiViTSignWeight, [1.0, 1.0, -1.0, -1.0])]
+    "cls,grad", [(CenteredScaledSignWeight, [0.5, 0.5, -0.5, -0.5]), (BiViTSignWeight, [1.5, -0.5, -0.5, -0.5])]
 )
 @pytest.mark.parametrize("reference", [False, True])
 def test_linear_scale_is_raw_mean_abs(cls, grad: list[float], reference: bool) -> None:
@@ -75,8 +76,17 @@ def test_linear_scale_is_raw_mean_abs(cls, grad: list[float], reference: bool) -
     with use_reference(reference):
         wb = cls()(w)
     torch.testing.assert_close(wb, torch.tensor([[2.0, 2.0, 2.0, -2.0]]))
-    wb.sum().backward()  # STE inside |c| <= 1 -> [1, 1, 0, 0] (x 2 for BiViT), then through the centring
+    # STE: |c| <= 1 -> [1, 1, 0, 0]; BiViT: |c| < 1, times the scale 2 -> [2, 0, 0, 0]; then through the centring
+    wb.sum().backward()
     torch.testing.assert_close(w.grad, torch.tensor([grad]))
+
+
+def test_bivit_activation_ste_window_is_open() -> None:
+    x = torch.tensor([-1.0, -0.5, 1.0, 1.5], requires_grad=True)
+    out = BiViTSignActivation()(x)
+    torch.testing.assert_close(out, torch.tensor([-1.0, -1.0, 1.0, 1.0]))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, 1.0, 0.0, 0.0]))  # sign: [1, 1, 1, 0]
 
 
 # ---- 3. DPT input size: floor to a multiple of 28 ----
@@ -144,7 +154,8 @@ def test_vit_mlp_released_and_paper_variants() -> None:
     released = build_model("dpt", "vit", "nano", spec("bidense"), ["seg"], num_classes=3)
     mlp = released.backbone.blocks[0].mlp
     assert isinstance(mlp.act, nn.GELU)
-    assert isinstance(mlp.fc1.activation_binarizer, SignActivation)
+    assert type(mlp.fc1.activation_binarizer) is BiViTSignActivation
+    assert type(released.backbone.blocks[0].attn.q_binarizer) is BiViTSignActivation
     assert isinstance(mlp.fc1.weight_binarizer, BiViTSignWeight)
     paper = spec("bidense", vit_mlp_act="prelu", linear_activation="rsign", linear_weight="centered_sign")
     mlp = build_model("dpt", "vit", "nano", paper, ["seg"], num_classes=3).backbone.blocks[0].mlp

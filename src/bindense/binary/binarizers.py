@@ -63,6 +63,22 @@ class SignActivation(_SignZero, nn.Module):
         return self._zeros(ref.sign_clip_ste(x) if q.reference_enabled() else q.SignClipSTE.apply(x), x)
 
 
+def _open_window(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` (a clipped-STE sign of ``x``) with no gradient at exactly ``|x| = 1`` either: STE on ``|x| < 1``."""
+    return out - (out - out.detach()) * (x.detach().abs() == 1)
+
+
+class BiViTSignActivation(SignActivation):
+    """BiViT's activation quantizer: sign, straight-through only on the open window ``|x| < 1``.
+
+    It differs from :class:`SignActivation` only at exactly +-1, which the integer-valued ``A v`` of the literal
+    binary attention hits often (docs/METHODS.md, section 3).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _open_window(super().forward(x), x)
+
+
 class RSign(_SignZero, nn.Module):
     """ReActNet: ``sign(x + beta_c)`` with a learnable per-channel shift (init 0), ApproxSign backward."""
 
@@ -195,13 +211,16 @@ class CenteredScaledSignWeight(ScaledSignWeight):
         scale = w.detach().abs().mean(dim=dims, keepdim=True)
         centred = w - w.mean(dim=dims, keepdim=True)
         v = ref.sign_clip_ste(centred) if q.reference_enabled() else q.SignClipSTE.apply(centred)
+        if self.scale_gradient:  # BiViT's quantizer: open STE window |W - mean| < 1
+            v = _open_window(v, centred)
         # exactly +-scale in value; the gradient is v's (unscaled) or scale * v's
         out = scale * v if self.scale_gradient else (scale * v).detach() + (v - v.detach())
         return self._zeros(out, centred)
 
 
 class BiViTSignWeight(CenteredScaledSignWeight):
-    """Binary linears of the released BiViT ViT (``scale * STE(sign(W - mean))``): the gradient is scaled too."""
+    """Binary linears of the released BiViT ViT, ``scale * STE(sign(W - mean))``: the gradient is scaled too, and
+    the STE window is open (``|W - mean| < 1``)."""
 
     scale_gradient = True
 
@@ -243,6 +262,7 @@ class AdaBinWeight(_SignZero, nn.Module):
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "fp32": FullPrecision,
     "sign": SignActivation,
+    "bivit": BiViTSignActivation,
     "rsign": RSign,
     "adabin": AdaBinActivation,
     "bisr": BiSRActivation,
@@ -265,9 +285,9 @@ def _lookup(table: dict[str, type[nn.Module]], name: str, what: str) -> type[nn.
 
 
 def make_activation(name: str, channels: int, channels_last: bool = False) -> nn.Module:
-    """Activation binarizer by config name: ``fp32 | sign | rsign | adabin | bisr | dab``."""
+    """Activation binarizer by config name: ``fp32 | sign | bivit | rsign | adabin | bisr | dab``."""
     cls = _lookup(ACTIVATIONS, name, "activation")
-    if cls in (FullPrecision, SignActivation):
+    if cls in (FullPrecision, SignActivation, BiViTSignActivation):
         return cls()
     return cls(channels, channels_last=channels_last)
 

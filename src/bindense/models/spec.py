@@ -52,7 +52,7 @@ _LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
         fusion_act="rprelu",
         downsample="conv",
         bias=False,
-        linear_activation="sign",
+        linear_activation="bivit",
         linear_weight="bivit_sign",
     ),
     "bnn": dict(
@@ -117,7 +117,7 @@ class MethodSpec:
     fusion_act: str = "rprelu"
     downsample: str = "conv"
     bias: bool = False
-    linear_activation: str = "sign"
+    linear_activation: str = "bivit"
     linear_weight: str = "bivit_sign"
     vit_mlp_act: str = "gelu"
     transpose_scale: str = "input"
