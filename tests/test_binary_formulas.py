@@ -194,8 +194,8 @@ def test_scaled_sign_on_transposed_weight_uses_output_axis():
 def test_centered_sign_for_linears():
     w = torch.randn(5, 8) + 0.7
     wb = CenteredScaledSignWeight()(w)
-    c = w - w.mean(1, keepdim=True)
-    torch.testing.assert_close(wb, c.abs().mean(1, keepdim=True) * torch.where(c >= 0, 1.0, -1.0))
+    c = w - w.mean(1, keepdim=True)  # sign of the centred row, scale mean|W| of the raw row (authors' code)
+    torch.testing.assert_close(wb, w.abs().mean(1, keepdim=True) * torch.where(c >= 0, 1.0, -1.0))
 
 
 def test_adabin_weight_formula_and_ede_schedule():

@@ -13,6 +13,7 @@ from bindense.binary import (
     AdaBinWeight,
     BinaryConv2d,
     BiSRActivation,
+    BiViTSignWeight,
     CenteredScaledSignWeight,
     RSign,
     ScaledSignWeight,
@@ -145,8 +146,15 @@ def test_activation_modules_channels_last(factory) -> None:
 
 @pytest.mark.parametrize(
     "factory",
-    [SignWeight, ScaledSignWeight, CenteredScaledSignWeight, AdaBinWeight, lambda: ScaledSignWeight(channel_dim=1)],
-    ids=["sign", "scaled_sign", "centered_sign", "adabin", "scaled_sign_dim1"],
+    [
+        SignWeight,
+        ScaledSignWeight,
+        CenteredScaledSignWeight,
+        BiViTSignWeight,
+        AdaBinWeight,
+        lambda: ScaledSignWeight(channel_dim=1),
+    ],
+    ids=["sign", "scaled_sign", "centered_sign", "bivit_sign", "adabin", "scaled_sign_dim1"],
 )
 def test_weight_binarizers(factory) -> None:
     _module_case(factory(), _input(8, 6, 3, 3, scale=0.8))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, cfb
+from bindense.binary import BinaryConv2d, BinaryLinear, cfb
 from bindense.models import MatMul, PredictionConv, build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -45,8 +45,8 @@ def unit_checks(model: nn.Module, x: torch.Tensor) -> int:
             else:  # (B, C, H, W): per sample and channel over space
                 assert_two_level(a, (2, 3), f"{name} input")
         w = unit.binary_weight().detach()
-        out_dim = 1 if isinstance(unit, BinaryConvTranspose2d) else 0
-        assert_two_level(w, tuple(d for d in range(w.dim()) if d != out_dim), f"{name} weight")
+        scale_dim = unit.weight_binarizer.channel_dim  # transposed convs: the input axis by default (authors)
+        assert_two_level(w, tuple(d for d in range(w.dim()) if d != scale_dim), f"{name} weight")
     return len(units)
 
 

@@ -79,12 +79,12 @@ def test_feature_strides_upernet() -> None:
     assert feats["decoder"].shape[-2:] == (16, 24)  # the neck at stride 4, before the upsampling
 
 
-def test_vit_resizes_to_multiples_of_28() -> None:
+def test_vit_resizes_to_multiples_of_28_floored() -> None:
     model = build_model("dpt", "vit", "nano", "bidense", ["depth"], max_depth=10.0)
-    out, feats = model(images(1, (50, 90)), return_features=True)  # -> 56 x 84 inside, grid 4 x 6
+    out, feats = model(images(1, (83, 90)), return_features=True)  # floored: 56 x 84, grid 4 x 6
     assert feats["backbone.stage4"].shape[-2:] == (4, 6)
     assert feats["decoder"].shape[-2:] == (32, 48)
-    assert out["depth"].shape == (1, 1, 50, 90)
+    assert out["depth"].shape == (1, 1, 83, 90)
 
 
 def test_ablation_overrides_on_bidense_layout() -> None:

@@ -202,3 +202,39 @@ def test_official_convnext_keys_and_checkpoint(tmp_path: Path) -> None:
             pretrained_ckpt=str(path),
             dims=[32, 64, 128, 256],
         )
+
+
+@pytest.mark.parametrize(
+    "name", ["bidense", "cfb_only", "bnn", "reactnet", "adabin", "bisrnet", "fp32", "fp32_scratch"]
+)
+def test_block_data_path(name: str) -> None:
+    """The block computes exactly its layout's formula from its units (hooked), e.g. no residual for BiDense."""
+    torch.manual_seed(0)
+    model = build_model("upernet", "convnext", "nano", spec(name), ["seg"], num_classes=3).eval()
+    block = model.backbone.stages[1][0]
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    units = ("dwconv", "pwconv1", "act", "pwconv2")
+    hooks = [
+        getattr(block, u).register_forward_hook(lambda m, i, o, u=u: seen.__setitem__(u, (i[0], o))) for u in units
+    ]
+    hooks.append(block.register_forward_hook(lambda m, i, o: seen.__setitem__("block", (i[0], o))))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    x, out = seen["block"]
+    assert torch.equal(seen["dwconv"][0], x)
+    assert torch.equal(seen["act"][0], seen["pwconv1"][1])
+    assert torch.equal(seen["pwconv2"][0], seen["act"][1])
+    dw, pw2 = seen["dwconv"][1], seen["pwconv2"][1]
+    if isinstance(block, OriginalBlock):  # x + gamma * pw2(GELU(pw1(LN(dw(x)))))
+        ln = F.layer_norm(dw.permute(0, 2, 3, 1), (dw.shape[1],), block.norm.weight, block.norm.bias, 1e-6)
+        assert torch.equal(seen["pwconv1"][0], ln)
+        torch.testing.assert_close(out, x + (block.gamma * pw2).permute(0, 3, 1, 2), rtol=0, atol=0)
+    elif isinstance(block, BiDenseBlock):  # pw2(act(pw1(dw(x)))): no block residual
+        assert torch.equal(seen["pwconv1"][0], dw)
+        assert torch.equal(out, pw2)
+    else:  # BNN-shaped: y = x + dw(x); x + pw2(act(pw1(y)))
+        assert type(block) is BNNBlock
+        assert torch.equal(seen["pwconv1"][0], x + dw)
+        assert torch.equal(out, x + pw2)

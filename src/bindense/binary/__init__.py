@@ -3,10 +3,13 @@
 from bindense.binary.binarizers import (
     ACTIVATIONS,
     DAB,
+    SIGN_ZERO,
     WEIGHTS,
     AdaBinActivation,
     AdaBinWeight,
     BiSRActivation,
+    BiViTSignActivation,
+    BiViTSignWeight,
     CenteredScaledSignWeight,
     FullPrecision,
     RSign,
@@ -16,6 +19,7 @@ from bindense.binary.binarizers import (
     make_activation,
     make_weight,
     set_ede_progress,
+    set_sign_zero,
 )
 from bindense.binary.layers import (
     BYPASSES,
@@ -35,10 +39,13 @@ __all__ = [
     "BYPASSES",
     "CFB",
     "DAB",
+    "SIGN_ZERO",
     "WEIGHTS",
     "AdaBinActivation",
     "AdaBinWeight",
     "BiSRActivation",
+    "BiViTSignActivation",
+    "BiViTSignWeight",
     "BinaryConv2d",
     "BinaryConvTranspose2d",
     "BinaryLinear",
@@ -57,5 +64,6 @@ __all__ = [
     "make_weight",
     "reference_enabled",
     "set_ede_progress",
+    "set_sign_zero",
     "use_reference",
 ]

@@ -3,7 +3,12 @@
 Activation binarizers take the unit input; per-channel parameters are shaped ``(1, C, 1, 1)`` for
 convolutions (channels at axis 1) or ``(1, 1, C)`` for token inputs of linears (``channels_last=True``).
 Weight binarizers take the latent weight; ``channel_dim`` names its output-channel axis (0 for Conv2d and
-Linear, 1 for ConvTranspose2d). Build them by name with :func:`make_activation` / :func:`make_weight`.
+Linear, 1 for ConvTranspose2d; the spec may pick 0 for ConvTranspose2d, the authors' input-channel scale).
+Build them by name with :func:`make_activation` / :func:`make_weight`.
+
+Every binarizer maps an exact zero to +1 (``sign_zero = "plus"``, the default). :func:`set_sign_zero` switches
+them to ``"zero"``: ``torch.sign`` values (0 at exact zeros, as in the authors' code) with the surrogate
+gradients unchanged (docs/METHODS.md, section 4).
 """
 
 from __future__ import annotations
@@ -21,6 +26,23 @@ def _param_shape(channels: int, channels_last: bool) -> tuple[int, ...]:
     return (1, 1, channels) if channels_last else (1, channels, 1, 1)
 
 
+SIGN_ZERO = ("plus", "zero")
+
+
+def zero_at_zeros(out: Tensor, s: Tensor) -> Tensor:
+    """``out`` with its value set to 0 where ``s == 0`` (``torch.sign`` semantics); the gradient is ``out``'s."""
+    return out - (out * (s == 0)).detach()
+
+
+class _SignZero:
+    """Mixin: what an exact zero of the signed tensor maps to (``plus``: +1, ``zero``: 0)."""
+
+    sign_zero = "plus"
+
+    def _zeros(self, out: Tensor, s: Tensor) -> Tensor:
+        return zero_at_zeros(out, s) if self.sign_zero == "zero" else out
+
+
 def _stat_dims(x: Tensor, channels_last: bool) -> tuple[int, ...]:
     """Axes of the per-sample, per-channel statistics: spatial axes, or tokens for ``(B, N, C)``."""
     return tuple(range(1, x.dim() - 1)) if channels_last else tuple(range(2, x.dim()))
@@ -32,16 +54,32 @@ class FullPrecision(nn.Identity):
     bits = 32
 
 
-class SignActivation(nn.Module):
+class SignActivation(_SignZero, nn.Module):
     """BNN activation: sign with the STE clipped at 1; no parameters."""
 
     bits = 1
 
     def forward(self, x: Tensor) -> Tensor:
-        return ref.sign_clip_ste(x) if q.reference_enabled() else q.SignClipSTE.apply(x)
+        return self._zeros(ref.sign_clip_ste(x) if q.reference_enabled() else q.SignClipSTE.apply(x), x)
 
 
-class RSign(nn.Module):
+def _open_window(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` (a clipped-STE sign of ``x``) with no gradient at exactly ``|x| = 1`` either: STE on ``|x| < 1``."""
+    return out - (out - out.detach()) * (x.detach().abs() == 1)
+
+
+class BiViTSignActivation(SignActivation):
+    """BiViT's activation quantizer: sign, straight-through only on the open window ``|x| < 1``.
+
+    It differs from :class:`SignActivation` only at exactly +-1, which the integer-valued ``A v`` of the literal
+    binary attention hits often (docs/METHODS.md, section 3).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _open_window(super().forward(x), x)
+
+
+class RSign(_SignZero, nn.Module):
     """ReActNet: ``sign(x + beta_c)`` with a learnable per-channel shift (init 0), ApproxSign backward."""
 
     bits = 1
@@ -52,10 +90,10 @@ class RSign(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.bias
-        return ref.approx_sign(x) if q.reference_enabled() else q.ApproxSign.apply(x)
+        return self._zeros(ref.approx_sign(x) if q.reference_enabled() else q.ApproxSign.apply(x), x)
 
 
-class AdaBinActivation(nn.Module):
+class AdaBinActivation(_SignZero, nn.Module):
     """AdaBin: ``alpha * (sign((x - beta) / alpha) + beta)``, learnable scalars alpha = 1, beta = 0."""
 
     bits = 1
@@ -68,10 +106,10 @@ class AdaBinActivation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         u = (x - self.beta) / self.alpha
         b = ref.approx_sign(u) if q.reference_enabled() else q.ApproxSign.apply(u)
-        return self.alpha * (b + self.beta)
+        return self.alpha * (self._zeros(b, u) + self.beta)
 
 
-class BiSRActivation(nn.Module):
+class BiSRActivation(_SignZero, nn.Module):
     """BiSR: redistribution ``x' = k_c x + b_c`` (init 1, 0), sign forward, ``tanh(beta x')`` backward."""
 
     bits = 1
@@ -85,10 +123,11 @@ class BiSRActivation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.k * x + self.b
-        return ref.tanh_sign(x, self.beta) if q.reference_enabled() else q.TanhSign.apply(x, self.beta)
+        out = ref.tanh_sign(x, self.beta) if q.reference_enabled() else q.TanhSign.apply(x, self.beta)
+        return self._zeros(out, x)
 
 
-class DAB(nn.Module):
+class DAB(_SignZero, nn.Module):
     """BiDense distribution-adaptive binarizer: ``exp(a (mean|s| - 1)) * sign(s)``, ``s = x - (k mean(x) + b)``.
 
     ``a`` and ``k`` start at N(0, 1e-3^2) and ``b`` at 0, so the threshold is ~0 and the scale ~1 at init.
@@ -109,11 +148,21 @@ class DAB(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         dims = _stat_dims(x, self.channels_last)
         if q.reference_enabled():
-            return ref.dab(x, self.a, self.k, self.b, dims)
-        return q.DABFunction.apply(x, self.a, self.k, self.b, dims)
+            out = ref.dab(x, self.a, self.k, self.b, dims)
+        else:
+            out = q.DABFunction.apply(x, self.a, self.k, self.b, dims)
+        if self.sign_zero == "zero":  # s recomputed with the same ops (bit-identical); docs/METHODS.md
+            with torch.no_grad():
+                s = x - (self.k * x.mean(dim=dims, keepdim=True) + self.b)
+                zero = (s == 0).to(s.dtype)
+                stat = s.abs().mean(dim=dims, keepdim=True) - 1.0
+            # value 0 at s == 0; d/da then drops those positions, as alpha * torch.sign(s) would
+            alpha = torch.exp(self.a * stat)
+            out = zero_at_zeros(out, s) - zero * (alpha - alpha.detach())
+        return out
 
 
-class SignWeight(nn.Module):
+class SignWeight(_SignZero, nn.Module):
     """BNN weights: ``sign(W)`` with no scale, STE clipped at |W| <= 1."""
 
     bits = 1
@@ -122,11 +171,15 @@ class SignWeight(nn.Module):
         super().__init__()
 
     def forward(self, w: Tensor) -> Tensor:
-        return ref.sign_clip_ste(w) if q.reference_enabled() else q.SignClipSTE.apply(w)
+        return self._zeros(ref.sign_clip_ste(w) if q.reference_enabled() else q.SignClipSTE.apply(w), w)
 
 
-class ScaledSignWeight(nn.Module):
-    """ReActNet/BiDense weights: detached ``mean|W|`` per output channel times ``sign(W)``, clipped STE."""
+class ScaledSignWeight(_SignZero, nn.Module):
+    """ReActNet/BiDense weights: detached ``mean|W|`` per ``channel_dim`` slice times ``sign(W)``, clipped STE.
+
+    For a ConvTranspose2d weight ``(C_in, C_out, k, k)``, ``channel_dim=0`` averages per input channel (the
+    authors' DPT ``Up``), ``channel_dim=1`` per output channel (docs/METHODS.md, section 3.1).
+    """
 
     bits = 1
 
@@ -140,23 +193,45 @@ class ScaledSignWeight(nn.Module):
     def forward(self, w: Tensor) -> Tensor:
         dims = self.reduce_dims(w)
         if q.reference_enabled():
-            return ref.scaled_sign_clip_ste(w, dims)
-        return q.ScaledSignClipSTE.apply(w, dims)
+            return self._zeros(ref.scaled_sign_clip_ste(w, dims), w)
+        return self._zeros(q.ScaledSignClipSTE.apply(w, dims), w)
 
 
 class CenteredScaledSignWeight(ScaledSignWeight):
-    """Weights of binary linears (ViT): mean-centred per output row, then :class:`ScaledSignWeight`."""
+    """Binary linears of the paper-time BiDense ViT: ``mean|W_o|`` of the RAW row times ``sign(W_o - mean(W_o))``.
+
+    The scale is detached; the STE is clipped at ``|W - mean| <= 1`` and passes the gradient unscaled (through
+    the centring). :class:`BiViTSignWeight` is the released code's variant (gradient times the scale).
+    """
+
+    scale_gradient = False
 
     def forward(self, w: Tensor) -> Tensor:
-        return super().forward(w - w.mean(dim=self.reduce_dims(w), keepdim=True))
+        dims = self.reduce_dims(w)
+        scale = w.detach().abs().mean(dim=dims, keepdim=True)
+        centred = w - w.mean(dim=dims, keepdim=True)
+        v = ref.sign_clip_ste(centred) if q.reference_enabled() else q.SignClipSTE.apply(centred)
+        if self.scale_gradient:  # BiViT's quantizer: open STE window |W - mean| < 1
+            v = _open_window(v, centred)
+        # exactly +-scale in value; the gradient is v's (unscaled) or scale * v's
+        out = scale * v if self.scale_gradient else (scale * v).detach() + (v - v.detach())
+        return self._zeros(out, centred)
 
 
-class AdaBinWeight(nn.Module):
+class BiViTSignWeight(CenteredScaledSignWeight):
+    """Binary linears of the released BiViT ViT, ``scale * STE(sign(W - mean))``: the gradient is scaled too, and
+    the STE window is open (``|W - mean| < 1``)."""
+
+    scale_gradient = True
+
+
+class AdaBinWeight(_SignZero, nn.Module):
     """AdaBin weights: ``alpha_w * sign((W - beta_w) / alpha_w) + beta_w`` per output channel, not detached.
 
     ``beta_w = mean(W)``, ``alpha_w = sqrt(sum((W - beta_w)^2) / n)`` with n the fan-in
-    ``kh * kw * C_in / groups`` (PAPERS.md 2.3). The sign backward is EDE with ``t`` and ``k = max(1/t, 1)``
-    set from training progress by :meth:`set_progress` (t from ``t_min`` to ``t_max`` on a log scale).
+    ``kh * kw * C_in / groups`` (docs/METHODS.md, section 5). The sign backward is EDE with ``t`` and
+    ``k = max(1/t, 1)`` set from training progress by :meth:`set_progress` (t from ``t_min`` to ``t_max`` on a
+    log scale).
     """
 
     bits = 1
@@ -181,12 +256,13 @@ class AdaBinWeight(nn.Module):
         alpha = torch.sqrt(centred.square().sum(dim=dims, keepdim=True) / fan_in)
         u = centred / alpha
         b = ref.ede_sign(u, self.k, self.t) if q.reference_enabled() else q.EDESign.apply(u, self.k, self.t)
-        return alpha * b + beta
+        return alpha * self._zeros(b, u) + beta
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "fp32": FullPrecision,
     "sign": SignActivation,
+    "bivit": BiViTSignActivation,
     "rsign": RSign,
     "adabin": AdaBinActivation,
     "bisr": BiSRActivation,
@@ -197,6 +273,7 @@ WEIGHTS: dict[str, type[nn.Module]] = {
     "sign": SignWeight,
     "scaled_sign": ScaledSignWeight,
     "centered_sign": CenteredScaledSignWeight,
+    "bivit_sign": BiViTSignWeight,
     "adabin": AdaBinWeight,
 }
 
@@ -208,15 +285,15 @@ def _lookup(table: dict[str, type[nn.Module]], name: str, what: str) -> type[nn.
 
 
 def make_activation(name: str, channels: int, channels_last: bool = False) -> nn.Module:
-    """Activation binarizer by config name: ``fp32 | sign | rsign | adabin | bisr | dab``."""
+    """Activation binarizer by config name: ``fp32 | sign | bivit | rsign | adabin | bisr | dab``."""
     cls = _lookup(ACTIVATIONS, name, "activation")
-    if cls in (FullPrecision, SignActivation):
+    if cls in (FullPrecision, SignActivation, BiViTSignActivation):
         return cls()
     return cls(channels, channels_last=channels_last)
 
 
 def make_weight(name: str, channel_dim: int = 0) -> nn.Module:
-    """Weight binarizer by config name: ``fp32 | sign | scaled_sign | centered_sign | adabin``."""
+    """Weight binarizer by config name: ``fp32 | sign | scaled_sign | centered_sign | bivit_sign | adabin``."""
     cls = _lookup(WEIGHTS, name, "weight")
     return cls() if cls is FullPrecision else cls(channel_dim=channel_dim)
 
@@ -226,3 +303,13 @@ def set_ede_progress(model: nn.Module, progress: float) -> None:
     for module in model.modules():
         if isinstance(module, AdaBinWeight):
             module.set_progress(progress)
+
+
+def set_sign_zero(model: nn.Module, mode: str) -> nn.Module:
+    """Set what every binarizer in ``model`` maps an exact zero to: ``plus`` (+1) or ``zero`` (0); returns it."""
+    if mode not in SIGN_ZERO:
+        raise ValueError(f"method.sign_zero={mode!r} is not one of {list(SIGN_ZERO)}")
+    for module in model.modules():
+        if isinstance(module, _SignZero):
+            module.sign_zero = mode
+    return model

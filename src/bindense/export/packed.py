@@ -4,7 +4,8 @@ Every binary unit's latent weight (``BinaryConv2d`` / ``BinaryConvTranspose2d`` 
 weight binarizer) is stored as the binarized weight the forward pass uses, in one of three exact encodings:
 
 * ``sign``: values +-1 -> sign bits only;
-* ``scaled_sign``: ``scale_o * (+-1)`` per output channel (ReActNet / BiDense weights) -> sign bits + float32 scale;
+* ``scaled_sign``: ``scale_o * (+-1)`` per scale channel (ReActNet / BiDense weights; the binarizer's ``channel_dim``,
+  the input channel of the authors' transposed convs) -> sign bits + float32 scale;
 * ``two_level``: two values per output channel (AdaBin ``alpha_w * (+-1) + beta_w``) -> bits + float32 ``hi``
   / ``lo`` (``alpha_w = (hi - lo) / 2``, ``beta_w = (hi + lo) / 2``).
 
@@ -154,6 +155,12 @@ def export_packed(
     """
     if float_dtype not in FLOAT_DTYPES:
         raise ValueError(f"float_dtype must be one of {sorted(FLOAT_DTYPES)}, got {float_dtype!r}")
+    ternary = sorted({name for name, m in model.named_modules() if getattr(m, "sign_zero", "plus") == "zero"})
+    if ternary:
+        raise ValueError(
+            f"cannot bit-pack a model built with method.sign_zero=zero: its binarizers map exact zeros to 0, so "
+            f"weights and activations are ternary {{-1, 0, +1}} (e.g. {ternary[0]}); export a sign_zero=plus model"
+        )
     units = {id(u.weight): (name, u) for name, u in binary_units(model).items()}
     entries: list[dict[str, Any]] = []
     arrays: dict[str, Tensor] = {}

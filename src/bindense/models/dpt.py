@@ -1,13 +1,13 @@
-"""DPT decoder (PAPERS.md 2.4) on four stride-14 ViT features, built from the method's units.
+"""DPT decoder on four stride-14 ViT features, built from the method's units (docs/METHODS.md, section 3).
 
 - projections: conv1x1 ``C -> [C/8, C/4, C/2, C]`` (48, 96, 192, 384 for ViT-S);
 - resize: Up x4 and Up x2 (transposed conv k = s; the bypass is nearest-upsample + cfb), identity,
   Down (conv 3x3 /2 p1; the bypass is avgpool(3, 2, 1) + cfb) -> strides 3.5, 7, 14, 28;
 - per level conv3x3 -> ``features`` (256);
-- four fusion blocks, deepest first: ``out = x (+ rcu1(skip)); out = rcu2(out)``, bilinear resize to the
-  next level (x2 for the last), ``out_conv1x1``; a residual conv unit is
-  ``x + conv(act(conv(act(x))))`` with the spec's ``decoder_act`` (LearnableBias + PReLU for BiDense; there
-  the units' bypasses replace the outer ``x +``);
+- four fusion blocks, deepest first: ``out = x (+ rcu1(skip)); out = rcu2(out)``, bilinear resize
+  (align_corners) to the next level (x2 for the last); no 1x1 ``out_conv`` (the authors' DPT has none); a
+  residual conv unit is ``x + conv(act(conv(act(x))))`` with the spec's ``decoder_act`` (LearnableBias + PReLU
+  for BiDense; there the units' bypasses replace the outer ``x +``) and conv biases, as the authors' units;
 - output conv3x3 ``features -> neck`` (128). The model upsamples it to the input size before the heads.
 
 In the standard fp32 layout the convs have a bias and no BN (original DPT); elsewhere each is a unit with BN.
@@ -31,9 +31,9 @@ class ResidualConvUnit(nn.Module):
         super().__init__()
         self.residual = spec.layout != "bidense"
         self.act1 = spec.act(spec.decoder_act, channels)
-        self.conv1 = spec.conv(channels, channels, 3, padding=1, norm=spec.fpn_norm)
+        self.conv1 = spec.conv(channels, channels, 3, padding=1, bias=True, norm=spec.fpn_norm)
         self.act2 = spec.act(spec.decoder_act, channels)
-        self.conv2 = spec.conv(channels, channels, 3, padding=1, norm=spec.fpn_norm)
+        self.conv2 = spec.conv(channels, channels, 3, padding=1, bias=True, norm=spec.fpn_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv2(self.act2(self.conv1(self.act1(x))))
@@ -41,23 +41,22 @@ class ResidualConvUnit(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """DPT feature fusion: ``rcu2(x + rcu1(skip))``, bilinear resize, ``out_conv`` 1x1.
+    """DPT feature fusion: ``rcu2(x + rcu1(skip))`` then bilinear resize (the authors' block: no ``out_conv``).
 
-    The deepest block has no skip input, hence no ``rcu1`` (the original builds one and never calls it).
+    The deepest block has no skip input, hence no ``rcu1`` (the authors build one and never call it).
     """
 
     def __init__(self, spec: MethodSpec, channels: int, has_skip: bool = True) -> None:
         super().__init__()
         self.rcu1 = ResidualConvUnit(spec, channels) if has_skip else None
         self.rcu2 = ResidualConvUnit(spec, channels)
-        self.out_conv = spec.conv(channels, channels, 1, norm=spec.fpn_norm)
 
     def forward(self, x: Tensor, skip: Tensor | None, size: Sequence[int]) -> Tensor:
         if skip is not None:
             if self.rcu1 is None:
                 raise ValueError("this fusion block takes no skip input")
             x = x + self.rcu1(skip)
-        return self.out_conv(up(self.rcu2(x), size))
+        return up(self.rcu2(x), size)
 
 
 class DPT(nn.Module):

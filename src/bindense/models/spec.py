@@ -3,14 +3,14 @@
 A ``method`` config (conf/method/*.yaml) becomes a :class:`MethodSpec`. Backbones, decoders and heads never
 look at the method name; they ask the spec for units (:meth:`MethodSpec.conv`, :meth:`MethodSpec.conv_transpose`,
 :meth:`MethodSpec.linear`) and activations (:meth:`MethodSpec.act`), and read the few layout switches it
-exposes (LAYOUTS.md 4 and 6). Layout families:
+exposes (docs/METHODS.md, README "Layouts"). Layout families:
 
 - ``bidense``: CFB / BiDense topology (no block residual, every unit carries its bypass, Transition downsampling).
 - ``bnn``: BN-ConvNeXt topology of the binary baselines (inner + outer block residual, conv+BN downsampling,
   residual shared FPN smoothing, BN after laterals and neck).
 - ``fp32``: original ConvNeXt (LayerNorm, GELU, layer scale) + standard UperNet (no BN on laterals,
   smoothing and neck; smoothing without residual).
-- ``fp32_scratch``: original ConvNeXt + the BNN-shaped decoder in full precision (LAYOUTS.md 4.3).
+- ``fp32_scratch``: original ConvNeXt + the BNN-shaped decoder in full precision (README "Layouts").
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 from bindense.binary import (
     ACTIVATIONS,
     BYPASSES,
+    SIGN_ZERO,
     WEIGHTS,
     BinaryConv2d,
     BinaryConvTranspose2d,
@@ -31,11 +32,15 @@ from bindense.binary import (
     LearnableBias,
     Maxout,
     RPReLU,
+    make_weight,
+    set_sign_zero,
 )
 
 LAYOUTS = ("bidense", "bnn", "fp32", "fp32_scratch")
 ACTS = ("relu", "gelu", "prelu", "rprelu", "maxout", "none")
 DOWNSAMPLES = ("ln", "conv", "bisr")
+TRANSPOSE_SCALES = ("input", "output")
+VIT_MLP_ACTS = ("gelu", "prelu")
 
 _LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
     "bidense": dict(
@@ -47,8 +52,8 @@ _LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
         fusion_act="rprelu",
         downsample="conv",
         bias=False,
-        linear_activation="rsign",
-        linear_weight="centered_sign",
+        linear_activation="bivit",
+        linear_weight="bivit_sign",
     ),
     "bnn": dict(
         activation="sign",
@@ -95,7 +100,11 @@ class MethodSpec:
             BiDense Transition), ``bisr`` (BiSR's AvgPool + two residual 3x3 branches, no BN).
         bias: conv bias at the positions where the authors' units default it (block, downsampling,
             laterals, smoothing, neck); the PPM, fusion and head convs never have one.
-        linear_activation / linear_weight: binarizers of the ViT linears and attention (PAPERS.md 2.4).
+        linear_activation / linear_weight: binarizers of the ViT linears and attention.
+        vit_mlp_act: ViT MLP activation, ``gelu`` (released code) or ``prelu`` (LearnableBias -> PReLU, paper-time).
+        transpose_scale: axis of a transposed conv's weight scale, ``input`` (authors) or ``output``.
+        sign_zero: an exact zero binarizes to ``plus`` (+1) or ``zero`` (0, ``torch.sign``), weights and
+            activations alike (docs/METHODS.md).
     """
 
     name: str = "bidense"
@@ -108,8 +117,11 @@ class MethodSpec:
     fusion_act: str = "rprelu"
     downsample: str = "conv"
     bias: bool = False
-    linear_activation: str = "rsign"
-    linear_weight: str = "centered_sign"
+    linear_activation: str = "bivit"
+    linear_weight: str = "bivit_sign"
+    vit_mlp_act: str = "gelu"
+    transpose_scale: str = "input"
+    sign_zero: str = "plus"
 
     def __post_init__(self) -> None:
         checks = [
@@ -123,6 +135,9 @@ class MethodSpec:
             ("downsample", self.downsample, DOWNSAMPLES),
             ("linear_activation", self.linear_activation, tuple(ACTIVATIONS)),
             ("linear_weight", self.linear_weight, tuple(WEIGHTS)),
+            ("vit_mlp_act", self.vit_mlp_act, VIT_MLP_ACTS),
+            ("transpose_scale", self.transpose_scale, TRANSPOSE_SCALES),
+            ("sign_zero", self.sign_zero, SIGN_ZERO),
         ]
         for key, value, allowed in checks:
             if value not in allowed:
@@ -153,7 +168,7 @@ class MethodSpec:
     def with_(self, **changes: Any) -> MethodSpec:
         return replace(self, **changes)
 
-    # ---- layout switches (LAYOUTS.md 4 and 6) ----
+    # ---- layout switches (docs/METHODS.md, README "Layouts") ----
     @property
     def original_backbone(self) -> bool:
         """LayerNorm ConvNeXt (GELU, layer scale, block residual): the fp32 rows."""
@@ -193,7 +208,7 @@ class MethodSpec:
         full-precision conv (+ BN) with no bypass (stem).
         """
         activation, weight = (self.activation, self.weight) if binary else ("fp32", "fp32")
-        return BinaryConv2d(
+        unit = BinaryConv2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -206,6 +221,7 @@ class MethodSpec:
             bypass=(self.bypass if bypass is None else bypass) if binary else "none",
             norm=norm,
         )
+        return set_sign_zero(unit, self.sign_zero)
 
     def conv_transpose(
         self,
@@ -217,8 +233,11 @@ class MethodSpec:
         norm: bool = True,
         bypass: str | None = None,
     ) -> BinaryConvTranspose2d:
-        """The method's transposed conv unit (DPT Up); the bypass upsamples (nearest) then cfb."""
-        return BinaryConvTranspose2d(
+        """The method's transposed conv unit (DPT Up); the bypass upsamples (nearest) then cfb.
+
+        The weight scale is taken per ``transpose_scale`` channel of the ``(C_in, C_out, k, k)`` weight.
+        """
+        unit = BinaryConvTranspose2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -229,6 +248,8 @@ class MethodSpec:
             bypass=self.bypass if bypass is None else bypass,
             norm=norm,
         )
+        unit.weight_binarizer = make_weight(self.weight, channel_dim=TRANSPOSE_SCALES.index(self.transpose_scale))
+        return set_sign_zero(unit, self.sign_zero)
 
     def linear(
         self,
@@ -239,7 +260,7 @@ class MethodSpec:
         weight: str | None = None,
     ) -> BinaryLinear:
         """Token linear on ``(..., C)``: the ViT's (``linear_*`` binarizers unless given), no bypass."""
-        return BinaryLinear(
+        unit = BinaryLinear(
             in_features,
             out_features,
             bias=bias,
@@ -247,6 +268,7 @@ class MethodSpec:
             weight=weight or self.linear_weight,
             bypass="none",
         )
+        return set_sign_zero(unit, self.sign_zero)
 
     def act(self, name: str, channels: int) -> nn.Module:
         """Activation by name (``block_act``/``decoder_act``/``fusion_act`` values or ``relu``)."""

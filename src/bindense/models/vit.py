@@ -1,13 +1,15 @@
-"""ViT-S/14 backbone with binary linears and softmax-aware binary attention (PAPERS.md 2.4).
+"""ViT-S/14 backbone with binary linears and softmax-aware binary attention (docs/METHODS.md, section 3).
 
 Full precision: patch embedding, class token, position embedding, LayerNorms, LayerScale. Binary (per the
 spec's ``linear_activation`` / ``linear_weight``): qkv, proj, fc1, fc2, and the attention matmuls
 (q, k, v binarized with the same activation binarizer; the attention map is ``1[P >= 0.25 rowmax(P)]``
-forward, backward through the softmax P, and multiplies the binary v).
+forward, backward through the softmax P, and multiplies the binary v). The MLP activation is the spec's
+``vit_mlp_act``: GELU (the authors' released code) or LearnableBias -> PReLU (their paper-time code).
 
-The input is resized (bilinear) to multiples of 28 so that the DPT Down level is exact. The features are the
-outputs of the last four blocks after the final LayerNorm, class token dropped, as ``(B, C, H/14, W/14)``
-maps named ``stage1..stage4``.
+Each input side is floored to a multiple of 28 (bilinear resize, as the authors' code), so that the DPT Down
+level is exact; the position grid is interpolated the DINOv2 way (scale factor ``(n + 0.1) / side``). The
+features are the outputs of the last four blocks after the final LayerNorm, class token dropped, as
+``(B, C, H/14, W/14)`` maps named ``stage1..stage4``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bindense.binary import make_activation
+from bindense.binary import make_activation, set_sign_zero
 from bindense.models.spec import MethodSpec
+
+#: DINOv2's offset added to the target grid side before computing the interpolation scale factor
+POS_OFFSET = 0.1
+
+
+def floor_to_multiple(size: int, multiple: int) -> int:
+    """``floor(size / multiple) * multiple``, at least ``multiple`` (the authors' DPT input size rule)."""
+    return max(multiple, size // multiple * multiple)
+
+
+def interpolate_pos_grid(grid: Tensor, h: int, w: int, offset: float = POS_OFFSET) -> Tensor:
+    """Bicubic resize of a ``(1, C, side, side)`` position grid to ``(h, w)`` the DINOv2 way.
+
+    The scale factors are ``(h + offset) / side`` and ``(w + offset) / side``; PyTorch maps output pixel ``i``
+    to source ``(i + 0.5) / scale - 0.5``, so the offset shifts the sampling slightly against a resize by size.
+    """
+    side_h, side_w = grid.shape[-2:]
+    out = F.interpolate(
+        grid, scale_factor=((h + offset) / side_h, (w + offset) / side_w), mode="bicubic", align_corners=False
+    )
+    if tuple(out.shape[-2:]) != (h, w):
+        raise ValueError(f"position grid {side_h}x{side_w} -> {tuple(out.shape[-2:])}, expected {(h, w)}")
+    return out
 
 
 class MatMul(nn.Module):
@@ -62,9 +87,9 @@ class Attention(nn.Module):
         self.proj = spec.linear(dim, dim)
         self.binary = spec.linear_activation != "fp32"
         act = spec.linear_activation
-        self.q_binarizer = make_activation(act, dim, channels_last=True)
-        self.k_binarizer = make_activation(act, dim, channels_last=True)
-        self.v_binarizer = make_activation(act, dim, channels_last=True)
+        self.q_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
+        self.k_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
+        self.v_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
         bits = self.q_binarizer.bits
         self.qk = MatMul(bits, bits)
         self.av = MatMul(bits, bits)
@@ -89,11 +114,28 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
+class TokenPReLU(nn.Module):
+    """LearnableBias -> PReLU on ``(B, N, C)`` tokens (per-channel bias init 0, PReLU slopes init 0.25)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.prelu = nn.PReLU(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.prelu((x + self.bias).movedim(-1, 1)).movedim(1, -1)
+
+
+MLP_ACTS = {"gelu": lambda channels: nn.GELU(), "prelu": TokenPReLU}
+
+
 class Mlp(nn.Module):
+    """``fc2(act(fc1(x)))`` with the spec's ``vit_mlp_act`` between the binary linears."""
+
     def __init__(self, spec: MethodSpec, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = spec.linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = MLP_ACTS[spec.vit_mlp_act](hidden)
         self.fc2 = spec.linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,7 +177,7 @@ class ViT(nn.Module):
         patch_size: 14.
         pos_grid: side of the learned position-embedding grid (37 = 518 px, interpolated to the input).
         layer_scale_init: LayerScale init (1.0: identity at start, the model is trained from scratch).
-        multiple: the input is resized to multiples of this (28).
+        multiple: each input side is floored to a multiple of this (28).
     """
 
     def __init__(
@@ -169,10 +211,13 @@ class ViT(nn.Module):
     def channels(self) -> dict[str, int]:
         return {f"stage{i}": self.embed_dim for i in range(1, 5)}
 
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size the ViT runs at: each side floored to a multiple of ``multiple`` (at least one)."""
+        return floor_to_multiple(h, self.multiple), floor_to_multiple(w, self.multiple)
+
     def resize_input(self, x: Tensor) -> Tensor:
-        """Bilinear resize to the nearest multiples of ``multiple`` (at least one)."""
-        m = self.multiple
-        size = tuple(max(m, int(round(s / m)) * m) for s in x.shape[-2:])
+        """Bilinear resize (no antialiasing, like the authors' torchvision 0.16 ``resize``) to :meth:`input_size`."""
+        size = self.input_size(*x.shape[-2:])
         if size == tuple(x.shape[-2:]):
             return x
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -181,8 +226,7 @@ class ViT(nn.Module):
         cls_pos, grid = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         side = int(math.isqrt(grid.shape[1]))
         if (h, w) != (side, side):
-            grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+            grid = interpolate_pos_grid(grid.reshape(1, side, side, -1).permute(0, 3, 1, 2), h, w)
             grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([cls_pos, grid], dim=1)
 
