@@ -15,12 +15,15 @@ the forward pass. See docs/RESEARCH.md for the method and the numbers measured o
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from bindense.binary import AdaBinActivation
@@ -243,3 +246,141 @@ def first_binarizer_maps(net: nn.Module, image: Tensor) -> tuple[str, Tensor, Te
         for h in handles:
             h.remove()
     return seen[0]
+
+
+# ----------------------------------------------------------------------------- checkpoints, report, figure
+SPLITS = ("val", "test")
+
+
+def load_checkpoint_net(path: str | Path) -> tuple[nn.Module, DictConfig]:
+    """The net of a bindense checkpoint (weights loaded, eval mode) and its run config."""
+    from bindense.utils.checkpoint import build_net, find_run_config, load_net_weights, read_checkpoint
+
+    path, ckpt = read_checkpoint(path)
+    cfg = find_run_config(path, ckpt)
+    net = load_net_weights(build_net(cfg.model), ckpt, path)
+    return net.eval(), cfg
+
+
+def split_loader(cfg: DictConfig, split: str, num_workers: int = 0) -> Any:
+    """The DataLoader of ``split`` built from a run config's ``data`` node (not shuffled)."""
+    import hydra
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if cfg.get("data") is None:
+        raise ValueError("the checkpoint's run config has no 'data' node: cannot build the split")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data["num_workers"] = num_workers
+    dm = hydra.utils.instantiate(data, _convert_="all")
+    dm.prepare_data()
+    dm.setup("validate" if split == "val" else "test")
+    return dm.val_dataloader() if split == "val" else dm.test_dataloader()
+
+
+def method_label(cfg: DictConfig, path: Path) -> str:
+    method = (cfg.get("method") or {}).get("name")
+    return str(method) if method else path.stem
+
+
+def entropy_of_checkpoints(
+    paths: list[str | Path],
+    split: str = "val",
+    bins: int = DEFAULT_BINS,
+    max_batches: int | None = None,
+    num_workers: int = 0,
+) -> tuple[list[dict[str, Any]], list[tuple[str, Tensor, Tensor]]]:
+    """Per checkpoint: the :func:`measure_entropy` result (plus ``ckpt``, ``label``, ``split``) and the
+    first binarizer's maps on the split's first image."""
+    results, maps = [], []
+    for p in paths:
+        net, cfg = load_checkpoint_net(p)
+        loader = split_loader(cfg, split, num_workers)
+
+        def batches(loader=loader):
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                yield batch["image"]
+
+        result = measure_entropy(net, batches, bins=bins)
+        label = method_label(cfg, Path(p))
+        results.append({"ckpt": str(p), "label": label, "split": split, **result})
+        first_image = next(iter(batches()))[:1]
+        _, before, after = first_binarizer_maps(net, first_image)
+        maps.append((label, before, after))
+    return results, maps
+
+
+def plot_entropy(results: list[dict[str, Any]], maps: list[tuple[str, Tensor, Tensor]], path: str | Path) -> Path:
+    """Fig. 3 layout: bars of the first binarization's entropy before / after per method, the mean over all
+    binarizers, and the channel-mean maps before / after the first binarizer of each method."""
+    from matplotlib.figure import Figure
+
+    n = len(results)
+    fig = Figure(figsize=(4.5 + 2.2 * n, 4.6))
+    grid = fig.add_gridspec(2, 2 + n, width_ratios=[2.2, 2.2] + [1.0] * n)
+    labels = [r["label"] for r in results]
+    x = torch.arange(n).numpy()
+    for col, (key, title) in enumerate(
+        [("first_binarization", "first binarization"), ("mean", "mean over binarizers")]
+    ):
+        ax = fig.add_subplot(grid[:, col])
+        before = [r[key]["before"] for r in results]
+        after = [r[key]["after"] for r in results]
+        b1 = ax.bar(x - 0.2, before, 0.4, label="before (histogram)", color="#4878a8")
+        b2 = ax.bar(x + 0.2, after, 0.4, label="after (+-1)", color="#d9822b")
+        ax.bar_label(b1, fmt="%.2f", fontsize=7)
+        ax.bar_label(b2, fmt="%.2f", fontsize=7)
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel("mean channel entropy (bits)", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        if col == 0:
+            ax.legend(fontsize=7, loc="upper right")
+    for i, (label, before, after) in enumerate(maps):
+        for row, (m, name) in enumerate([(before, "before"), (after, "after")]):
+            ax = fig.add_subplot(grid[row, 2 + i])
+            img = m.float().cpu().numpy()
+            ax.imshow(img if img.ndim == 2 else img[None], cmap="viridis")
+            ax.set_title(f"{label}: {name}", fontsize=8)
+            ax.axis("off")
+    bins = results[0]["bins"] if results else DEFAULT_BINS
+    fig.suptitle(
+        f"Channel entropy of activations around the binarizers ({results[0]['split'] if results else ''} "
+        f"split; before: {bins}-bin histograms)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def entropy_report(
+    paths: list[str | Path],
+    out: str | Path,
+    split: str = "val",
+    bins: int = DEFAULT_BINS,
+    max_batches: int | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Write ``entropy.json`` and ``entropy.png`` under ``out``; return the summary
+    ``{ckpt: {"label", "first_binarization": {"before", "after"}}}``."""
+    if not paths:
+        raise ValueError("no checkpoint given")
+    results, maps = entropy_of_checkpoints(paths, split, bins, max_batches, num_workers)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "entropy.json").write_text(json.dumps({"checkpoints": results}, indent=2))
+    plot_entropy(results, maps, out / "entropy.png")
+    return {
+        r["ckpt"]: {
+            "label": r["label"],
+            "first_binarization": {
+                "before": r["first_binarization"]["before"],
+                "after": r["first_binarization"]["after"],
+            },
+        }
+        for r in results
+    }
