@@ -4,7 +4,8 @@ Segmentation (``tasks=["seg"]``), depth (``["depth"]``) and multi-task (several 
 steps: the net returns ``{task: prediction}``, each task has a loss module, a loss weight and one metric
 instance per stage (``val`` and ``test``). Logged keys: ``train/loss`` (per step), ``stage/loss``,
 ``stage/<task>/loss``, ``stage/<task>/<metric>`` and, while fitting, the running best of each task's main
-metric ``val/<task>/<main>_best`` (what checkpointing and sweepers follow; kept in checkpoints).
+metric ``val/<task>/<main>_best`` (what checkpointing and sweepers follow; kept in checkpoints). Every
+``train/...`` loss term is also averaged per epoch as ``train/..._epoch``.
 
 Extension points for subclasses and wrappers (multi-task, distillation):
 
@@ -157,7 +158,11 @@ class DenseLitModule(LightningModule):
         self._check_finite(total, terms)
         bs = batch["image"].shape[0]
         self.log("train/loss", total, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
-        self.log_dict({self._term_key("train", k): v for k, v in terms.items()}, batch_size=bs)
+        step_terms = {self._term_key("train", k): v for k, v in terms.items()}
+        self.log_dict(step_terms, batch_size=bs)
+        # the same terms averaged over the epoch (``<key>_epoch``), for short runs and dashboards
+        epoch_terms = {f"{k}_epoch": v.detach() for k, v in {"train/loss": total, **step_terms}.items()}
+        self.log_dict(epoch_terms, on_step=False, on_epoch=True, batch_size=bs)
         return total
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str) -> dict[str, Any]:

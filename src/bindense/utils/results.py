@@ -234,3 +234,118 @@ def bar_plot(runs: Sequence[dict[str, Any]], metric: str, path: str | Path, titl
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+# --------------------------------------------------------------------------------- seeds: mean +- std
+SEED_KEY = "seed"
+
+
+def _override_key(item: str) -> str:
+    return item.partition("=")[0].lstrip("+~")
+
+
+def group_by_seed(runs: Sequence[dict[str, Any]], seed_key: str = SEED_KEY) -> list[dict[str, Any]]:
+    """Jobs whose overrides differ only in ``seed``, grouped in first-seen order.
+
+    Each group: ``{"label"`` (the swept overrides but the seed, ``-`` when none), ``"overrides"``, ``"runs"``,
+    ``"seeds"``}``. A job without a ``seed=`` override is its own seed (``None``).
+    """
+    swept = [k for k in swept_overrides(runs) if _override_key(k) != seed_key]
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for run in runs:
+        rest = tuple(sorted(o for o in run["overrides"] if _override_key(o) != seed_key))
+        seed = next((o.partition("=")[2] for o in run["overrides"] if _override_key(o) == seed_key), None)
+        group = groups.get(rest)
+        if group is None:
+            label = ", ".join(o for o in rest if o.partition("=")[0] in swept) or "-"
+            group = groups[rest] = {"label": label, "overrides": list(rest), "runs": [], "seeds": []}
+        group["runs"].append(run)
+        group["seeds"].append(seed)
+    return list(groups.values())
+
+
+def run_value(run: dict[str, Any], metric: str) -> float | None:
+    """A run's value of ``metric``: its best score when it is the optimized metric, else the final value."""
+    if metric == run.get("optimized_metric") and run.get("best_score") is not None:
+        return float(run["best_score"])
+    value = run["metrics"].get(metric)
+    return None if value is None else float(value)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """``(mean, sample std (n - 1), n)`` of the finite values; std is NaN for n < 2, both NaN for n = 0."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(finite)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else math.nan
+    return mean, std, n
+
+
+def completed(run: dict[str, Any]) -> bool:
+    return str(run.get("status", "")).startswith("completed")
+
+
+def group_stats(group: dict[str, Any], metrics: Sequence[str]) -> dict[str, tuple[float, float, int]]:
+    """``{metric: (mean, std, n)}`` over the group's completed runs."""
+    done = [r for r in group["runs"] if completed(r)]
+    return {m: mean_std([run_value(r, m) for r in done]) for m in metrics}
+
+
+def seed_metric_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Every scalar ``val/`` and ``test/`` metric of the runs (the optimized metric first), sorted."""
+    keys = sorted({k for r in runs for k in r["metrics"] if k.split("/", 1)[0] in ("val", "test")})
+    best = next((r["optimized_metric"] for r in runs if r["optimized_metric"]), None)
+    return ([best] if best else []) + [k for k in keys if k != best]
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f} (n={n})" if n > 1 else f"{mean:.4f} (n=1)"
+
+
+def seed_rows(groups: Sequence[dict[str, Any]], metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the grouped table: one row per group, ``mean ± std (n)`` per metric."""
+    header = ["group", "seeds", "failed", *metrics]
+    rows = []
+    for g in groups:
+        stats = group_stats(g, metrics)
+        seeds = ",".join(str(s) for s, r in zip(g["seeds"], g["runs"]) if completed(r)) or "-"
+        failed = sum(not completed(r) for r in g["runs"])
+        rows.append([g["label"], seeds, str(failed), *[_pm(*stats[m]) for m in metrics]])
+    return header, rows
+
+
+def seed_long_rows(groups: Sequence[dict[str, Any]], metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) with one row per (group, metric): mean, std, n (every metric, however many)."""
+    header = ["group", "metric", "mean", "std", "n"]
+    rows = []
+    for g in groups:
+        for m, (mean, std, n) in group_stats(g, metrics).items():
+            if n:
+                rows.append([g["label"], m, f"{mean:.4f}", "-" if math.isnan(std) else f"{std:.4f}", str(n)])
+    return header, rows
+
+
+def seed_bar_plot(groups: Sequence[dict[str, Any]], metric: str, path: str | Path, title: str | None = None) -> Path:
+    """A bar per group: mean of ``metric`` over its seeds, error bar +- one sample std, n under the label."""
+    from matplotlib.figure import Figure
+
+    stats = [group_stats(g, [metric])[metric] for g in groups]
+    labels = [f"{g['label'].replace(', ', chr(10))}\nn={n}" for g, (_, _, n) in zip(groups, stats)]
+    means = [m for m, _, _ in stats]
+    errs = [0.0 if math.isnan(s) else s for _, s, _ in stats]
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=0)
+    fig = Figure(figsize=(max(4.0, len(groups) * max(1.3, 0.085 * longest)), 3.8))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(groups)), means, yerr=errs, capsize=4, color="#4878a8")
+    ax.bar_label(bars, labels=[_pm(*s).split(" (")[0] for s in stats], fontsize=7, padding=2)
+    ax.set_xticks(range(len(groups)), labels, fontsize=7)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title or metric, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

@@ -178,7 +178,8 @@ def _jsonable(value: Any) -> Any:
 def write_complexity(
     net: torch.nn.Module, input_size: tuple[int, int], out_dir: Path, loggers: Iterable[Logger] = ()
 ) -> dict[str, Any]:
-    """``complexity.json`` and ``complexity.txt`` (bindense.analysis.complexity), logged to W&B as a table."""
+    """``complexity.json`` and ``complexity.txt`` (bindense.analysis.complexity), logged to W&B as tables
+    (``complexity``: the totals; ``complexity/layers``: one row per layer)."""
     from bindense.analysis.complexity import summarize
 
     report = summarize(net, (1, 3, *input_size))
@@ -188,9 +189,15 @@ def write_complexity(
     (out_dir / "complexity.json").write_text(json.dumps(totals, indent=2))
     (out_dir / "complexity.txt").write_text(report.table() + "\n")
     rows = [[k, float(v)] for k, v in totals.items() if isinstance(v, int | float)]
+    layer_columns = ["layer", "kind", "a/w bits", "fp params", "1b params", "buffers", "fp MACs", "1b MACs", "calls"]
+    layers = [
+        [r.name, r.kind, r.bits, r.params_fp, r.params_binary, r.buffers, r.macs_fp, r.macs_binary, r.calls]
+        for r in report.rows
+    ]
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key="complexity", columns=["quantity", "value"], data=rows)
+            logger.log_table(key="complexity/layers", columns=layer_columns, data=layers)
             logger.experiment.summary.update({f"complexity/{k}": v for k, v in totals.items()})
     return totals
 

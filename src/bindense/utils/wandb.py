@@ -195,6 +195,22 @@ def prepare_wandb(cfg: DictConfig) -> None:
                 wcfg.id = run_id
                 wcfg.resume = "allow"
         Path(str(wcfg.save_dir)).mkdir(parents=True, exist_ok=True)
+    allow_offline_log_model(wcfg)
+
+
+def allow_offline_log_model(wcfg: DictConfig) -> None:
+    """Checkpoints as artifacts offline too: Lightning's WandbLogger refuses ``log_model`` with ``offline=True``,
+    so an offline run that asks for them goes offline through ``WANDB_MODE=offline`` and ``offline=False``.
+    ``log_model`` stays exactly what the user set (false by default: no checkpoint is ever logged)."""
+    if not wcfg.get("log_model") or not wcfg.get("offline"):
+        return
+    if os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        with open_dict(wcfg):
+            wcfg.log_model = False  # a disabled run logs nothing
+        return
+    os.environ["WANDB_MODE"] = "offline"
+    with open_dict(wcfg):
+        wcfg.offline = False
 
 
 def start_wandb(loggers: list[Any], cfg: DictConfig) -> list[Any]:
