@@ -24,6 +24,7 @@ from torch import nn
 from bindense.binary import (
     ACTIVATIONS,
     BYPASSES,
+    DAB,
     WEIGHTS,
     BinaryConv2d,
     BinaryConvTranspose2d,
@@ -32,6 +33,7 @@ from bindense.binary import (
     Maxout,
     RPReLU,
 )
+from bindense.binary.binarizers import dab_group_size
 
 LAYOUTS = ("bidense", "bnn", "fp32", "fp32_scratch")
 ACTS = ("relu", "gelu", "prelu", "rprelu", "maxout", "none")
@@ -96,6 +98,8 @@ class MethodSpec:
         bias: conv bias at the positions where the authors' units default it (block, downsampling,
             laterals, smoothing, neck); the PPM, fusion and head convs never have one.
         linear_activation / linear_weight: binarizers of the ViT linears and attention (PAPERS.md 2.4).
+        dab_groups: DAB scale per group of this many input channels, ``all`` (per sample) or null (per channel);
+            docs/DEPLOY.md "DAB groups".
     """
 
     name: str = "bidense"
@@ -110,8 +114,10 @@ class MethodSpec:
     bias: bool = False
     linear_activation: str = "rsign"
     linear_weight: str = "centered_sign"
+    dab_groups: int | str | None = None
 
     def __post_init__(self) -> None:
+        dab_group_size(self.dab_groups, 1)  # validates the value
         checks = [
             ("layout", self.layout, LAYOUTS),
             ("activation", self.activation, tuple(ACTIVATIONS)),
@@ -193,7 +199,7 @@ class MethodSpec:
         full-precision conv (+ BN) with no bypass (stem).
         """
         activation, weight = (self.activation, self.weight) if binary else ("fp32", "fp32")
-        return BinaryConv2d(
+        unit = BinaryConv2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -206,6 +212,7 @@ class MethodSpec:
             bypass=(self.bypass if bypass is None else bypass) if binary else "none",
             norm=norm,
         )
+        return self._dab_grouped(unit)
 
     def conv_transpose(
         self,
@@ -218,7 +225,7 @@ class MethodSpec:
         bypass: str | None = None,
     ) -> BinaryConvTranspose2d:
         """The method's transposed conv unit (DPT Up); the bypass upsamples (nearest) then cfb."""
-        return BinaryConvTranspose2d(
+        unit = BinaryConvTranspose2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -229,6 +236,7 @@ class MethodSpec:
             bypass=self.bypass if bypass is None else bypass,
             norm=norm,
         )
+        return self._dab_grouped(unit)
 
     def linear(
         self,
@@ -239,7 +247,7 @@ class MethodSpec:
         weight: str | None = None,
     ) -> BinaryLinear:
         """Token linear on ``(..., C)``: the ViT's (``linear_*`` binarizers unless given), no bypass."""
-        return BinaryLinear(
+        unit = BinaryLinear(
             in_features,
             out_features,
             bias=bias,
@@ -247,6 +255,14 @@ class MethodSpec:
             weight=weight or self.linear_weight,
             bypass="none",
         )
+        return self._dab_grouped(unit)
+
+    def _dab_grouped(self, unit):
+        """``unit`` with its DAB activation binarizer grouped per ``dab_groups`` (unchanged when null)."""
+        dab = unit.activation_binarizer
+        if self.dab_groups is not None and isinstance(dab, DAB):
+            unit.activation_binarizer = DAB(dab.channels, dab.channels_last, groups=self.dab_groups)
+        return unit
 
     def act(self, name: str, channels: int) -> nn.Module:
         """Activation by name (``block_act``/``decoder_act``/``fusion_act`` values or ``relu``)."""
