@@ -470,6 +470,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="an override of the second config (repeatable); reports first / second ratios",
     )
     p.add_argument("--packed", action="store_true", help="also time the bit-packed export's inference kernels")
+    p.add_argument("--deploy", action="store_true", help="export + native runtime vs the fp32 twin (docs/DEPLOY.md)")
+    p.add_argument("--deploy-size", type=int, nargs=2, default=(480, 480), metavar=("H", "W"))
     p.add_argument("--packed-slow-runs", type=int, default=3, help="timed runs of the (slow) xnor kernel")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--height", type=int, default=128)
@@ -495,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         device = torch.device(args.device)
     overrides = list(args.overrides)
+    if args.deploy:
+        from bindense.export.deploy import main_deploy
+
+        return main_deploy(overrides, build_model, args)
     if args.compare_naive and not overrides:
         overrides = list(NAIVE_DEFAULT_OVERRIDES)
     torch.manual_seed(args.seed)

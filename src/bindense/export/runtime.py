@@ -174,6 +174,12 @@ class NativeBinaryConv2d(nn.Module):
     def depthwise(self) -> bool:
         return self.groups == self.in_channels == self.out_channels
 
+    @property
+    def float_path(self) -> bool:
+        """Per-channel DAB outside a depthwise conv: the exact float conv instead of a popcount."""
+        dab = self.activation.binarizer
+        return isinstance(dab, DAB) and dab.group_size is None and not self.depthwise
+
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
