@@ -56,7 +56,8 @@ def _compile(verbose: bool) -> ModuleType:
     return load(
         name="bindense_native",
         sources=[str(CSRC / s) for s in SOURCES],
-        extra_cflags=["-O3", "-std=c++17", "-fno-math-errno"],
+        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno"],
+        extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir()),
         verbose=verbose,
     )
