@@ -485,11 +485,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-batches", type=int, default=20, help="batches for the data throughput line")
     p.add_argument("--data-workers", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON output (default logs/benchmark/<time>.json)")
+    p.add_argument("--binary-conv", action="store_true",
+                   help="only the 3x3 256->256 64x64 binary layer: native vs torch float vs OpenVINO (docs/NATIVE.md)")
+    p.add_argument("--isa", default=None, help="--binary-conv: native ISA path (avx512|avx2|generic|all)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.binary_conv:
+        from bindense.native import bench
+
+        out = bench.run(threads=args.threads or 1, isa=args.isa, rounds=args.runs, warmup=args.warmup)
+        print(json.dumps(out))
+        return out
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":

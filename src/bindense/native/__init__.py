@@ -13,6 +13,7 @@ one. docs/NATIVE.md describes the design.
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -27,6 +28,7 @@ __all__ = [
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
 _forced: list[str | None] = [None]
+_WEIGHT_CACHE: dict[int, tuple] = {}  # id(w_bits) -> (key, prepared layout); dropped when w_bits dies
 
 
 def available() -> bool:
@@ -85,15 +87,32 @@ def pack_activations(x: torch.Tensor, threshold: torch.Tensor | None = None) -> 
     return ext.pack_activations(x.contiguous(), thr)
 
 
+def _prepared(ext, spec: ConvSpec, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights in the ISA's blocked layout, cached on the ``w_bits`` tensor (rebuilt if it is modified)."""
+    w = spec.w_bits
+    key = (name, spec.in_channels, spec.groups, spec.channel_group_size or 0, w._version)
+    entry = _WEIGHT_CACHE.get(id(w))
+    if entry is None or entry[0] != key:
+        if entry is None:
+            weakref.finalize(w, _WEIGHT_CACHE.pop, id(w), None)
+        entry = (key, tuple(ext.prepare_weights(w, spec.in_channels, spec.groups, spec.channel_group_size or 0,
+                                                name)))
+        _WEIGHT_CACHE[id(w)] = entry
+    return entry[1]
+
+
 def _native(spec: ConvSpec) -> torch.Tensor | None:
     name = isa()
     ext = build.extension() if name != "torch" else None
     if ext is None:
         return None
-    return ext.conv2d(
-        spec.x_bits, spec.w_bits, spec.in_channels, *spec.kernel_size, *spec.stride, *spec.padding, spec.groups,
-        spec.channel_group_size or 0, spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name,
-    )
+    epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name)
+    if spec.groups == spec.in_channels == spec.out_channels > 1:
+        return ext.depthwise_conv2d(spec.x_bits, spec.w_bits, spec.in_channels, *spec.kernel_size, *spec.stride,
+                                    *spec.padding, spec.channel_group_size or 0, *epi)
+    wt, wpop = _prepared(ext, spec, name)
+    return ext.conv2d(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size, *spec.stride,
+                      *spec.padding, spec.groups, spec.channel_group_size or 0, *epi)
 
 
 def binary_conv2d(

@@ -1,10 +1,11 @@
 """Compile (once, cached) and load the C++ extension of :mod:`bindense.native`.
 
 The extension is built on first use with ``torch.utils.cpp_extension.load`` (ninja from PyPI, the system g++),
-against the torch that is installed, into a cache folder keyed by the torch and Python versions; torch rebuilds
-it there whenever a source file changes. Where no compiler (or ninja) exists, :func:`extension` returns ``None``
-after one warning, and the pure-torch kernels take over — unless ``BINDENSE_REQUIRE_NATIVE=1`` (CI), where the
-failure is raised.
+against the installed torch, into a folder of the Python environment (``<sys.prefix>/var/bindense-native/<torch
+and Python versions>``, else ``~/.cache/bindense/native/...``; ``$BINDENSE_BUILD_DIR`` overrides); torch rebuilds
+it there whenever a source file changes. ``python -m bindense.native.build`` builds it verbosely. Where no
+compiler (or ninja) exists, :func:`extension` returns ``None`` after one warning, and the pure-torch kernels take
+over, unless ``BINDENSE_REQUIRE_NATIVE=1`` (CI), where the failure is raised.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ def required() -> bool:
 
 
 def build_dir() -> Path:
-    """Where the compiled extension is cached: ``$BINDENSE_BUILD_DIR`` or ``~/.cache/bindense/native/...``."""
-    tag = f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info[0]}{sys.version_info[1]}"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = Path(os.environ.get("BINDENSE_BUILD_DIR") or cache / "bindense" / "native" / tag)
+    """Where the compiled extension is cached (one per environment, torch and Python version)."""
+    if os.environ.get("BINDENSE_BUILD_DIR"):
+        path = Path(os.environ["BINDENSE_BUILD_DIR"])
+    else:
+        tag = f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info[0]}{sys.version_info[1]}"
+        path = Path(sys.prefix) / "var" / "bindense-native" / tag
+        if not os.access(sys.prefix, os.W_OK):
+            path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bindense" / "native" / tag
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -56,7 +61,8 @@ def _compile(verbose: bool) -> ModuleType:
     return load(
         name="bindense_native",
         sources=[str(CSRC / s) for s in SOURCES],
-        extra_cflags=["-O3", "-std=c++17", "-fno-math-errno"],
+        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno"],
+        extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir()),
         verbose=verbose,
     )
@@ -82,3 +88,10 @@ def extension(verbose: bool = False) -> ModuleType | None:
             )
             _state["mod"] = None
     return _state["mod"]
+
+
+if __name__ == "__main__":  # `python -m bindense.native.build`: build now, loudly (make native / CI)
+    mod = extension(verbose=True)
+    if mod is None:
+        raise SystemExit("bindense.native: the C++ extension did not build (see the warning above)")
+    print(f"bindense.native: built {mod.__file__}; ISA paths on this CPU: {', '.join(mod.cpu_isas())}")

@@ -1,0 +1,134 @@
+"""Benchmark of one binary conv layer: bindense.native vs torch float conv2d vs OpenVINO's BinaryConvolution.
+
+``python scripts/benchmark.py --binary-conv [--threads N] [--isa NAME|all]`` calls :func:`run`. Every candidate
+runs once per round, in turn (interleaved), so load changes on a shared machine hit them alike; the medians over
+the rounds are reported. The OpenVINO anchor (optional package ``openvino``, extra ``bindense[anchors]``) is a
+FakeQuantize(levels=2) -> Convolution(+-1 weights) graph that its CPU plugin rewrites into a BinaryConvolution;
+the run checks that the compiled graph really holds one and that its output equals ours.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from bindense import native
+
+
+@contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _isa_call(name: str, fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def call() -> torch.Tensor:
+        native.set_isa(name)
+        try:
+            return fn()
+        finally:
+            native.set_isa(None)
+
+    return call
+
+
+def openvino_layer(x: torch.Tensor, w: torch.Tensor, padding: int, threads: int) -> Callable[[], torch.Tensor] | None:
+    """OpenVINO CPU BinaryConvolution of sign(x) and sign(w) as a callable on ``x``; None without ``openvino``."""
+    try:
+        import numpy as np
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+
+    def const(v: float):
+        return ops.constant(np.full((1, 1, 1, 1), v, dtype=np.float32))
+
+    signs = torch.where(w >= 0, 1.0, -1.0).numpy()
+    param = ops.parameter(list(x.shape), np.float32, name="x")
+    # Thresholds -1/+1 (as its docs' binarization pattern); equal low/high bounds gave wrong results there.
+    fq = ops.fake_quantize(param, const(-1.0), const(1.0), const(-1.0), const(1.0), 2)
+    conv = ops.convolution(fq, ops.constant(signs), [1, 1], [padding, padding], [padding, padding], [1, 1])
+    compiled = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY"})
+    kinds = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()]
+    if "BinaryConvolution" not in kinds:
+        raise RuntimeError(f"OpenVINO did not compile the layer into a BinaryConvolution (got {kinds})")
+    request = compiled.create_infer_request()
+    feed = {0: x.numpy()}
+    return lambda: torch.from_numpy(request.infer(feed)[0])
+
+
+def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int = 64, kernel: int = 3,
+        rounds: int = 30, warmup: int = 3, seed: int = 0) -> dict:
+    """Time the ``kernel`` x ``kernel`` conv ``channels`` -> ``channels`` on ``size`` x ``size``, batch 1.
+
+    ``isa``: one native path (default: the best), or ``"all"`` for every path this CPU runs (``binary_ms`` is then
+    the best path's, the others in ``binary_ms_by_isa``). Returns the JSON-able results.
+    """
+    isas = native.supported_isas() if isa in (None, "all") else [isa]
+    if isa not in (None, "all"):
+        native.set_isa(isa)  # validates the name
+        native.set_isa(None)
+    if isa is None:
+        isas = isas[:1]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, channels, size, size, generator=g)
+    w = torch.randn(channels, channels, kernel, kernel, generator=g)
+    pad = kernel // 2
+    xs, ws = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
+    xb, wb = native.pack_activations(x), native.pack_weights(w)
+
+    cands: dict[str, Callable[[], torch.Tensor]] = {"float": lambda: F.conv2d(xs, ws, padding=pad)}
+    for name in isas:
+        cands[f"conv:{name}"] = _isa_call(name, lambda: native.binary_conv2d(xb, wb, channels, kernel, 1, pad))
+        cands[f"pack+conv:{name}"] = _isa_call(name, lambda: native.binary_conv2d(
+            native.pack_activations(x), wb, channels, kernel, 1, pad))
+    with _threads(threads):
+        ov_call = openvino_layer(x, w, pad, threads)
+        if ov_call is not None:
+            cands["openvino"] = ov_call
+        want = cands["float"]()
+        for key, fn in cands.items():  # exactness first (integer sums): every path equals the float conv of signs
+            if not torch.equal(fn(), want):
+                raise RuntimeError(f"{key}: output differs from the float conv of the signs")
+            for _ in range(warmup - 1):
+                fn()
+        times: dict[str, list[float]] = {k: [] for k in cands}
+        for _ in range(rounds):
+            for key, fn in cands.items():
+                t0 = time.perf_counter()
+                fn()
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = isas[0]
+    out = {
+        "layer": f"conv{kernel}x{kernel} {channels}->{channels} {size}x{size} batch 1",
+        "isa": best, "threads": threads, "rounds": rounds,
+        "binary_ms": round(med[f"conv:{best}"], 3),
+        "binary_with_pack_ms": round(med[f"pack+conv:{best}"], 3),
+        "float_ms": round(med["float"], 3),
+        "speedup": round(med["float"] / med[f"conv:{best}"], 2),
+        "speedup_with_pack": round(med["float"] / med[f"pack+conv:{best}"], 2),
+        "openvino_ms": round(med["openvino"], 3) if "openvino" in med else None,
+        "speedup_vs_openvino": (round(med["openvino"] / med[f"pack+conv:{best}"], 2) if "openvino" in med
+                                else None),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL"),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    }
+    if len(isas) > 1:
+        out["binary_ms_by_isa"] = {n: round(med[f"conv:{n}"], 3) for n in isas}
+        out["speedup_by_isa"] = {n: round(med["float"] / med[f"conv:{n}"], 2) for n in isas}
+    return out
