@@ -83,52 +83,53 @@ def _unit_kind(unit: NativeBinaryConv2d) -> str:
 
 
 def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) -> list[dict[str, Any]]:
-    """Per binary unit: median ms in the native runtime and in the fp32 twin (same module names), its geometry."""
+    """Per binary unit: median ms per forward (summed over the positions of a shared unit) in the native runtime
+    and in the fp32 twin (same module names), with its geometry; slowest twin layers first."""
     units = {n: m for n, m in packed.named_modules() if isinstance(m, NativeBinaryConv2d)}
-    twin_names = {n.removeprefix("model."): n for n in units}
-    stats: dict[str, dict[str, list[float]]] = {n: {"packed": [], "twin": []} for n in twin_names}
-    info: dict[str, dict[str, Any]] = {}
+    short_names = {n.removeprefix("model."): n for n in units}
+    per_run: dict[str, dict[str, list[float]]] = {
+        s: {"packed": [0.0] * runs, "twin": [0.0] * runs} for s in short_names
+    }
+    shapes: dict[str, list[int]] = {}
+    run = [0]
 
-    def timed(model: nn.Module, names: Mapping[str, str], side: str) -> list[Any]:
+    def attach(model: nn.Module, names: Mapping[str, str], side: str) -> list[Any]:
         hooks = []
         for short, full in names.items():
-            module = model.get_submodule(full)
             start: list[float] = []
 
             def pre(m: nn.Module, inputs: tuple, start: list[float] = start) -> None:
                 start.append(time.perf_counter())
 
-            def post(m: nn.Module, inputs: tuple, output: Tensor, start=start, short=short) -> None:
-                stats[short][side].append(time.perf_counter() - start.pop())
-                info.setdefault(short, {"input": list(inputs[0].shape)})
+            def post(m: nn.Module, inputs: tuple, output: Tensor, start=start, short=short, side=side) -> None:
+                per_run[short][side][run[0]] += time.perf_counter() - start.pop()
+                shapes.setdefault(short, list(inputs[0].shape))
 
+            module = model.get_submodule(full)
             hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
         return hooks
 
-    hooks = timed(packed, twin_names, "packed") + timed(twin, {s: s for s in twin_names}, "twin")
+    hooks = attach(packed, short_names, "packed") + attach(twin, {s: s for s in short_names}, "twin")
     try:
         with torch.inference_mode():
-            for _ in range(runs):
+            for i in range(runs):
+                run[0] = i
                 packed(x)
                 twin(x)
     finally:
         for h in hooks:
             h.remove()
     rows = []
-    for short, full in twin_names.items():
-        unit, s = units[full], stats[short]
-        calls = max(1, len(s["packed"]) // runs)  # a shared unit runs once per position
-        packed_ms = sum(s["packed"]) / runs * 1e3
-        twin_ms = sum(s["twin"]) / runs * 1e3
+    for short, full in short_names.items():
+        unit = units[full]
         rows.append(
             {
                 "layer": short,
                 "kind": _unit_kind(unit),
                 "channels": f"{unit.in_channels}->{unit.out_channels}",
-                "input_hw": "x".join(str(v) for v in info.get(short, {}).get("input", [0, 0, 0, 0])[2:]),
-                "calls": calls,
-                "packed_ms": packed_ms,
-                "fp32_twin_ms": twin_ms,
+                "input_hw": "x".join(str(v) for v in shapes.get(short, [0, 0, 0, 0])[2:]),
+                "packed_ms": statistics.median(per_run[short]["packed"]) * 1e3,
+                "fp32_twin_ms": statistics.median(per_run[short]["twin"]) * 1e3,
             }
         )
     return sorted(rows, key=lambda r: -r["fp32_twin_ms"])
@@ -252,14 +253,15 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
 
 DEFAULT_OVERRIDES = ["model=upernet_convnext", "model.width=tiny"]
 FP32_TWIN = ["method.activation=fp32", "method.weight=fp32"]
-DEPLOY_RUNS = 5
+DEPLOY_RUNS = 3
 
 
 def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Module, Any]], args: Any) -> dict:
     """``scripts/benchmark.py --deploy``: ``build(overrides) -> (model, cfg)`` composes and instantiates a config.
 
-    Batch 1, :data:`DEPLOY_RUNS` timed runs after one warm-up; uses ``--threads`` (default 1; e.g. ``--threads 2``
-    for a second measurement), ``--deploy-size``, ``--seed`` and ``--out``; prints tables and, last, a JSON line.
+    Batch 1, :data:`DEPLOY_RUNS` timed runs after one warm-up, at 1 then 2 threads (``--threads N``: only N; the
+    accuracy check and the profile use the first), ``--deploy-size``, ``--seed`` and ``--out``; prints tables
+    and, last, a JSON line.
     """
     import json
 
@@ -270,8 +272,8 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
     model, cfg = build(overrides)
     torch.manual_seed(args.seed)
     twin, _ = build(overrides + FP32_TWIN)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    threads = (args.threads or 1,)
+    config = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    threads = (args.threads,) if args.threads else (1, 2)
     result = deploy_benchmark(
         model,
         twin,
