@@ -92,7 +92,7 @@ def test_every_native_unit_equals_the_unpacked_unit(tmp_path: Path, name: str) -
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=n)
 
 
-def test_popcount_path_for_exact_rows_float_path_only_for_per_channel_dab(tmp_path, monkeypatch) -> None:
+def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatch) -> None:
     calls = {"binary": 0}
     real = native.binary_conv2d
 
@@ -102,18 +102,17 @@ def test_popcount_path_for_exact_rows_float_path_only_for_per_channel_dab(tmp_pa
 
     monkeypatch.setattr(native, "binary_conv2d", counting)
     x = torch.randn(1, 3, 64, 80)
-    for name, expected_float in [("bidense_g64", 0), ("reactnet", 0), ("bidense", 1)]:
+    for name in ("bidense_g64", "reactnet", "bidense"):
         packed = load_packed(_export(tmp_path, METHODS[name]), runtime="native")
+        units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
+        per_channel = name == "bidense"
+        assert all(m.float_path == (m.depthwise or per_channel) for m in units)
+        assert all((m.w_bits is None) == m.depthwise for m in units)  # depthwise weights kept as 1-bit bytes
         calls["binary"] = 0
         with torch.no_grad():
             packed(x)
-        units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
-        depthwise = sum(m.depthwise for m in units)
-        # shared modules run once per position: count calls, not modules
-        if expected_float:
-            assert 0 < calls["binary"] and depthwise > 0  # only the depthwise convs stay on the popcount path
-        else:
-            assert calls["binary"] >= len(units)
+        popcount_units = sum(not m.float_path for m in units)
+        assert calls["binary"] >= popcount_units and (calls["binary"] == 0) == per_channel
 
 
 @pytest.mark.parametrize("name", ["bidense_g64", "reactnet"])

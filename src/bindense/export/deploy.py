@@ -53,12 +53,32 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, float]:
-    """Max relative difference (max |diff| / max |reference|) and arg-max agreement over channels."""
+    """Whole model: max relative difference (max |diff| / max |reference|) and arg-max agreement over channels
+    of the first output. Per unit (``unit_max_rel_diff``): each native unit fed the reference unit's own input
+    during the same forward, so that sign flips upstream cannot hide or inflate a unit's error."""
+    units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, NativeBinaryConv2d)}
+    worst = [0.0]
+
+    def check(unit: NativeBinaryConv2d):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            got = unit(inputs[0].contiguous())
+            worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
+
+        return hook
+
+    hooks = [reference.get_submodule(n).register_forward_hook(check(u)) for n, u in units.items()]
+    try:
+        with torch.inference_mode():
+            want = _first_output(reference(x))
+    finally:
+        for h in hooks:
+            h.remove()
     with torch.inference_mode():
-        want, got = _first_output(reference(x)), _first_output(packed(x))
+        got = _first_output(packed(x))
     return {
         "max_rel_diff": float((got - want).abs().max() / want.abs().max().clamp_min(1e-12)),
         "argmax_agreement": float((got.argmax(1) == want.argmax(1)).float().mean()),
+        "unit_max_rel_diff": worst[0],
     }
 
 
@@ -78,7 +98,7 @@ def time_pair(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int, warmup: 
 def _unit_kind(unit: NativeBinaryConv2d) -> str:
     kh, kw = unit.kernel_size
     geometry = "depthwise " if unit.depthwise else ""
-    path = "float" if unit.float_path else "popcount"
+    path = "float path" if unit.float_path else "popcount"
     return f"{geometry}{kh}x{kw}/{unit.stride[0]} {path}"
 
 
@@ -190,17 +210,17 @@ def deploy_benchmark(
         "isa": native.isa(),
         "input": [batch, 3, *size],
         "file_mib": file_bytes / MIB,
-        "packed_resident_mib": resident_bytes(packed) / MIB,
-        "fp32_resident_mib": resident_bytes(twin) / MIB,
         "native_units": sum(isinstance(m, NativeBinaryConv2d) for m in packed.modules()),
         "float_path_units": sum(isinstance(m, NativeBinaryConv2d) and m.float_path for m in packed.modules()),
     }
-    result["memory_ratio"] = result["fp32_resident_mib"] / result["packed_resident_mib"]
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(threads[0])
         result.update(compare(reference, packed, x))
         del reference
+        result["packed_resident_mib"] = resident_bytes(packed) / MIB  # after a forward: with the kernel caches
+        result["fp32_resident_mib"] = resident_bytes(twin) / MIB
+        result["memory_ratio"] = result["fp32_resident_mib"] / result["packed_resident_mib"]
         by_threads = []
         for n in threads:
             torch.set_num_threads(n)
@@ -236,7 +256,7 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
         f"resident: packed {result['packed_resident_mib']:.2f} MiB, fp32 twin {result['fp32_resident_mib']:.2f} MiB "
         f"({result['memory_ratio']:.1f}x); .bdn file {result['file_mib']:.2f} MiB",
         f"vs unpacked model: max rel diff {result['max_rel_diff']:.2e}, arg-max agreement "
-        f"{result['argmax_agreement']:.5f}",
+        f"{result['argmax_agreement']:.5f}; worst unit on the same input: {result['unit_max_rel_diff']:.2e}",
     ]
     if "profile_summary" in result:
         lines += ["", "| where the time goes (1 forward) | layers | packed ms | fp32 twin ms |", "|---|---|---|---|"]
@@ -293,6 +313,6 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
     print(format_deploy(result))
     print(f"results written to {out}")
     keys = ("packed_ms", "fp32_twin_ms", "speedup_vs_fp32_twin", "max_rel_diff", "argmax_agreement",
-            "packed_resident_mib", "fp32_resident_mib", "isa", "threads")  # fmt: skip
+            "packed_resident_mib", "fp32_resident_mib", "unit_max_rel_diff", "isa", "threads")  # fmt: skip
     print(json.dumps({k: result[k] for k in keys}))
     return result

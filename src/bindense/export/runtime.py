@@ -15,9 +15,12 @@ How each activation binarizer becomes packed bits (docs/DEPLOY.md, "Native runti
 * ``adabin``: bits of ``(x - beta) / alpha``; the scalar ``alpha`` folds into ``out_scale``, the offset
   ``alpha * beta`` (and AdaBin's weight offset) become border-exact correction maps added to the residual.
 * ``dab`` with ``dab_groups``: bits of ``s = x - (k mean(x) + b)`` and one scale per (sample, group), applied by
-  the kernel once per group (``channel_group_size``). Per-channel DAB in a depthwise conv is the same with
-  groups of one channel. Per-channel DAB elsewhere is a weighted binary conv that no popcount can express: it
-  runs exactly as a torch float conv of DAB's output with the +-1 weights unpacked from the words at each call.
+  the kernel once per group (``channel_group_size``). Per-channel DAB is a weighted binary conv that no popcount
+  can express: it runs exactly as a torch float conv of DAB's output with the +-1 weights unpacked from the
+  packed storage at each call (the "float path").
+* Depthwise convs take the float path too (exact: the sum has 49 terms of +-1 x +-1 times per-channel scales):
+  torch's depthwise conv measured faster than the packed depthwise kernel, and their weights are kept as 1-bit
+  bytes instead of one 64-bit word per channel and tap.
 """
 
 from __future__ import annotations
@@ -56,9 +59,6 @@ class BinaryInput:
 class _Input(nn.Module):
     """Base of the activation adapters: holds the original binarizer (its parameters) and packs an input."""
 
-    #: the binarized value is ``scale * (+-1) + offset`` with a per-sample/channel scale (needs a weighted sum)
-    weighted = False
-
     def __init__(self, binarizer: nn.Module) -> None:
         super().__init__()
         self.binarizer = binarizer
@@ -69,44 +69,38 @@ class _Input(nn.Module):
 
 
 class _SignInput(_Input):
-    def forward(self, x: Tensor, depthwise: bool, need_dense: bool) -> BinaryInput:
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
         return BinaryInput(bits=native.pack_activations(x), dense=self.dense(x) if need_dense else None)
 
 
 class _RSignInput(_Input):
-    def forward(self, x: Tensor, depthwise: bool, need_dense: bool) -> BinaryInput:
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
         threshold = self.binarizer.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
         return BinaryInput(bits=native.pack_activations(x, threshold), dense=self.dense(x) if need_dense else None)
 
 
 class _BiSRInput(_Input):
-    def forward(self, x: Tensor, depthwise: bool, need_dense: bool) -> BinaryInput:
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
         z = self.binarizer.k * x + self.binarizer.b
         return BinaryInput(bits=native.pack_activations(z), dense=self.dense(x) if need_dense else None)
 
 
 class _AdaBinInput(_Input):
-    def forward(self, x: Tensor, depthwise: bool, need_dense: bool) -> BinaryInput:
-        alpha, beta = self.binarizer.alpha, self.binarizer.beta
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        alpha, beta = self.binarizer.alpha.detach(), self.binarizer.beta.detach()
         bits = native.pack_activations(((x - beta) / alpha).contiguous())
         return BinaryInput(bits=bits, scale=alpha, offset=alpha * beta, dense=self.dense(x))
 
 
 class _DABInput(_Input):
-    def forward(self, x: Tensor, depthwise: bool, need_dense: bool) -> BinaryInput:
+    """Grouped DAB (``dab_groups``); per-channel DAB units take the float path (:attr:`float_path`)."""
+
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
         dab: DAB = self.binarizer
-        if dab.group_size is None and not depthwise:  # weighted binary conv: the exact float path
-            return BinaryInput(dense=dab(x))
         s = dab.centred(x)  # x - (k mean(x) + b), the same ops as DAB's forward
-        if dab.group_size is None:
-            alpha = torch.exp(dab.a * (s.abs().mean(dim=(2, 3), keepdim=True) - 1.0))
-            size, scale = 1, alpha.flatten(1)
-        else:
-            size, scale = dab.group_size, dab.group_alpha(s)
+        scale = dab.group_alpha(s).contiguous()
         dense = dab(x) if need_dense else None
-        return BinaryInput(
-            bits=native.pack_activations(s), group_size=size, group_scale=scale.contiguous(), dense=dense
-        )
+        return BinaryInput(bits=native.pack_activations(s), group_size=dab.group_size, group_scale=scale, dense=dense)
 
 
 #: activation binarizer type -> its packing adapter
@@ -158,7 +152,13 @@ class NativeBinaryConv2d(nn.Module):
         self.activation = INPUTS[type(unit.activation_binarizer)](unit.activation_binarizer)
         signs = unpack_signs(parts["signs"], [out_channels, cg, kh, kw])
         pm1 = signs.float() * 2 - 1
-        self.register_buffer("w_bits", native.pack_weights(pm1))
+        self.weight_shape = (out_channels, cg, kh, kw)
+        if self.depthwise:  # one input channel per word would waste 63 of 64 bits: keep the file's 1-bit bytes
+            self.register_buffer("w_signs", parts["signs"].clone())
+            self.register_buffer("w_bits", None)
+        else:
+            self.register_buffer("w_signs", None)
+            self.register_buffer("w_bits", native.pack_weights(pm1))
         half, mid = weight_levels(encoding, parts, out_channels)
         s, t = _fold_norm(unit, out_channels)
         self.register_buffer("out_scale", (s * half).contiguous())
@@ -176,9 +176,20 @@ class NativeBinaryConv2d(nn.Module):
 
     @property
     def float_path(self) -> bool:
-        """Per-channel DAB outside a depthwise conv: the exact float conv instead of a popcount."""
+        """Whether the unit runs as an exact float conv of its binarized input with the unpacked +-1 weights.
+
+        Per-channel DAB outside a depthwise conv needs it (a weighted binary conv). Depthwise convs take it too:
+        with one input channel per output there is no channel dimension to pack, and torch's float depthwise conv
+        measured several times faster than the packed depthwise kernel (docs/DEPLOY.md section 7).
+        """
         dab = self.activation.binarizer
-        return isinstance(dab, DAB) and dab.group_size is None and not self.depthwise
+        return self.depthwise or (isinstance(dab, DAB) and dab.group_size is None)
+
+    def pm1_weight(self) -> Tensor:
+        """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
+        if self.w_bits is None:
+            return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
+        return native.unpack_weights(self.w_bits, self.in_channels // self.groups)
 
     def extra_repr(self) -> str:
         return (
@@ -189,11 +200,13 @@ class NativeBinaryConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels, f"unit {self.name!r}")
         x = x.contiguous()
-        inp = self.activation(x, self.depthwise, self.mid_scale is not None)
+        if self.float_path:
+            inp = BinaryInput(dense=self.activation.dense(x))  # AdaBin's offset is inside the dense activation
+        else:
+            inp = self.activation(x, self.mid_scale is not None)
         residual = self._residual(x, inp)
-        if inp.bits is None:  # per-channel DAB: exact float conv of its output with the unpacked +-1 weights
-            w = native.unpack_weights(self.w_bits, self.in_channels // self.groups)
-            y = F.conv2d(inp.dense, w, None, self.stride, self.padding, 1, self.groups)
+        if inp.bits is None:  # exact float conv of the binarized input with the unpacked +-1 weights
+            y = F.conv2d(inp.dense, self.pm1_weight(), None, self.stride, self.padding, 1, self.groups)
             y = torch.addcmul(self.out_bias.view(-1, 1, 1), y, self.out_scale.view(-1, 1, 1))
             return y if residual is None else y.add_(residual)
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
@@ -295,10 +308,22 @@ def to_native(
     return NativeModel(model, first.in_channels if first is not None else 3)
 
 
+def prepared_weight_bytes(module: nn.Module) -> int:
+    """Bytes of the kernel-layout weight copies :mod:`bindense.native` caches for ``module``'s packed units
+    (made at the first call of each unit; 0 before)."""
+    cache = getattr(native, "_WEIGHT_CACHE", {})  # keyed by id(w_bits): (key, (weights, popcounts))
+    total = 0
+    for m in module.modules():
+        if isinstance(m, NativeBinaryConv2d) and m.w_bits is not None and id(m.w_bits) in cache:
+            total += sum(t.untyped_storage().nbytes() for t in cache[id(m.w_bits)][1])
+    return total
+
+
 def resident_bytes(module: nn.Module) -> int:
-    """Bytes of the distinct tensor storages of ``module``'s parameters and buffers (what stays in memory)."""
+    """Bytes that stay in memory for ``module``: the distinct storages of its parameters and buffers, plus the
+    native kernels' cached weight layouts of its units (:func:`prepared_weight_bytes`; run a forward first)."""
     seen: dict[int, int] = {}
     for t in list(module.parameters()) + list(module.buffers()):
         storage = t.untyped_storage()
         seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
+    return sum(seen.values()) + prepared_weight_bytes(module)
