@@ -472,6 +472,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--packed", action="store_true", help="also time the bit-packed export's inference kernels")
     p.add_argument("--deploy", action="store_true", help="export + native runtime vs the fp32 twin (docs/DEPLOY.md)")
     p.add_argument("--deploy-size", type=int, nargs=2, default=(480, 480), metavar=("H", "W"))
+    p.add_argument("--deploy-ckpt", default=None, help="--deploy a trained checkpoint on validation images")
+    p.add_argument("--deploy-images", type=int, default=8)
     p.add_argument("--packed-slow-runs", type=int, default=3, help="timed runs of the (slow) xnor kernel")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--height", type=int, default=128)

@@ -188,17 +188,22 @@ def deploy_benchmark(
     warmup: int = 1,
     profile: bool = True,
     seed: int = 0,
+    inputs: Tensor | None = None,
+    trained: bool = False,
 ) -> dict[str, Any]:
     """Export ``model``, load it on the native runtime and compare/time it against ``twin`` (its fp32 twin).
 
     Returns the keys of the deploy benchmark (``packed_ms``, ``fp32_twin_ms``, ``speedup_vs_fp32_twin``,
     ``max_rel_diff``, ``argmax_agreement``, ``packed_resident_mib``, ``fp32_resident_mib``) for the first thread
-    count, a ``by_threads`` list for all, the per-layer ``profile`` and its ``profile_summary``.
+    count, a ``by_threads`` list for all, the per-layer ``profile`` and its ``profile_summary``. ``inputs``
+    replaces the random input; ``trained=True`` keeps the model's weights (else they are perturbed, see
+    :func:`perturb_`).
     """
-    perturb_(model, seed)
+    if not trained:
+        perturb_(model, seed)
     twin.eval()
     torch.manual_seed(seed)
-    x = torch.randn(batch, 3, *size)
+    x = inputs.contiguous() if inputs is not None else torch.randn(batch, 3, *size)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.bdn"
         export_packed(model, path, config=config)
@@ -208,7 +213,8 @@ def deploy_benchmark(
     del model
     result: dict[str, Any] = {
         "isa": native.isa(),
-        "input": [batch, 3, *size],
+        "input": list(x.shape),
+        "weights": "trained checkpoint" if trained else "random init, perturbed",
         "file_mib": file_bytes / MIB,
         "native_units": sum(isinstance(m, NativeBinaryConv2d) for m in packed.modules()),
         "float_path_units": sum(isinstance(m, NativeBinaryConv2d) and m.float_path for m in packed.modules()),
@@ -241,7 +247,8 @@ def deploy_benchmark(
 def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
     """Markdown tables of a :func:`deploy_benchmark` result."""
     lines = [
-        f"native runtime ({result['isa']}), input {result['input']}: {result['native_units']} binary units "
+        f"native runtime ({result['isa']}), input {result['input']}, {result['weights']}: "
+        f"{result['native_units']} binary units "
         f"({result['float_path_units']} on the exact float path)",
         "",
         "| threads | packed ms | fp32 twin ms | speedup |",
@@ -276,23 +283,46 @@ FP32_TWIN = ["method.activation=fp32", "method.weight=fp32"]
 DEPLOY_RUNS = 3
 
 
+def validation_images(config: Mapping[str, Any], count: int) -> Tensor:
+    """The first ``count`` validation images of a run config's data (normalised as in training)."""
+    from hydra.utils import instantiate
+
+    data = instantiate(dict(config["data"]), _convert_="all")
+    data.setup("validate")
+    images = [data.val_dataloader().dataset[i]["image"] for i in range(count)]
+    return torch.stack(images).float().contiguous()
+
+
 def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Module, Any]], args: Any) -> dict:
     """``scripts/benchmark.py --deploy``: ``build(overrides) -> (model, cfg)`` composes and instantiates a config.
 
     Batch 1, :data:`DEPLOY_RUNS` timed runs after one warm-up, at 1 then 2 threads (``--threads N``: only N; the
     accuracy check and the profile use the first), ``--deploy-size``, ``--seed`` and ``--out``; prints tables
-    and, last, a JSON line.
+    and, last, a JSON line. ``--deploy-ckpt CKPT``: the trained model of a Lightning checkpoint instead, on the
+    first ``--deploy-images`` validation images of its data config (its own size and batch).
     """
     import json
 
     from omegaconf import OmegaConf
 
-    overrides = DEFAULT_OVERRIDES + list(overrides)
-    torch.manual_seed(args.seed)
-    model, cfg = build(overrides)
-    torch.manual_seed(args.seed)
-    twin, _ = build(overrides + FP32_TWIN)
-    config = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    from bindense.export.checkpoint import load_checkpoint_model
+    from bindense.export.packed import build_model_from_config
+
+    inputs = None
+    if args.deploy_ckpt:
+        model, config = load_checkpoint_model(args.deploy_ckpt)
+        method = {**config["model"]["method"], "activation": "fp32", "weight": "fp32"}
+        twin = build_model_from_config({"model": {**config["model"], "method": method}})
+        inputs = validation_images(config, args.deploy_images)
+        config = {"model": config["model"]}
+        overrides = [f"ckpt={args.deploy_ckpt}"]
+    else:
+        overrides = DEFAULT_OVERRIDES + list(overrides)
+        torch.manual_seed(args.seed)
+        model, cfg = build(overrides)
+        torch.manual_seed(args.seed)
+        twin, _ = build(overrides + FP32_TWIN)
+        config = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
     threads = (args.threads,) if args.threads else (1, 2)
     result = deploy_benchmark(
         model,
@@ -304,6 +334,8 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
         runs=DEPLOY_RUNS,
         warmup=1,
         seed=args.seed,
+        inputs=inputs,
+        trained=inputs is not None,
     )
     result["overrides"] = overrides
     out = args.out or Path("logs") / "benchmark" / f"deploy-{time.strftime('%Y%m%d-%H%M%S')}.json"
