@@ -212,3 +212,12 @@ def test_trained_synthetic_model_argmax_agreement(tmp_path: Path, name: str) -> 
     agreement = (got.argmax(1) == want.argmax(1)).float().mean().item()
     assert agreement >= 0.999, f"{name}: arg-max agreement {agreement:.5f}"
     assert ((got - want).abs().max() / want.abs().max()).item() < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(5, 70, 3, 3), (8, 128, 1, 1), (3, 1, 7, 7)])
+def test_unpack_words_equals_the_native_oracle(shape: tuple[int, ...]) -> None:
+    from bindense.export.runtime import unpack_words
+
+    w = torch.randn(shape)
+    words = native.pack_weights(w)
+    assert torch.equal(unpack_words(words, shape[1]), native.unpack_weights(words, shape[1]))

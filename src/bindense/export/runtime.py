@@ -113,6 +113,19 @@ INPUTS: dict[type[nn.Module], type[_Input]] = {
 }
 
 
+_BYTE_TO_PM1 = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1  # [256, 8]
+
+
+def unpack_words(w_bits: Tensor, channels: int) -> Tensor:
+    """+-1 float32 weight [O, channels, kh, kw] (a permuted view) from packed words [O, kh, kw, K].
+
+    One table lookup per byte (8 weights), several times faster than bit masking at every call.
+    """
+    o, kh, kw, k = w_bits.shape
+    pm1 = F.embedding(w_bits.view(torch.uint8).reshape(-1).int(), _BYTE_TO_PM1)
+    return pm1.view(o, kh, kw, k * 64)[..., :channels].permute(0, 3, 1, 2)
+
+
 def weight_levels(encoding: str, parts: Mapping[str, Tensor], out_channels: int) -> tuple[Tensor, Tensor | None]:
     """``(half, mid)`` per output channel: the binarized weight is ``half[o] * (+-1) + mid[o]`` (mid None = 0)."""
     if encoding == "sign":
@@ -189,7 +202,7 @@ class NativeBinaryConv2d(nn.Module):
         """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
         if self.w_bits is None:
             return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
-        return native.unpack_weights(self.w_bits, self.in_channels // self.groups)
+        return unpack_words(self.w_bits, self.in_channels // self.groups)
 
     def extra_repr(self) -> str:
         return (
