@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from bindense import native
 from bindense.export.packed import export_packed, load_packed
-from bindense.export.runtime import NativeBinaryConv2d, resident_bytes
+from bindense.export.runtime import NativeBinaryConv2d, prepared_weight_bytes, resident_bytes
 
 MIB = 2**20
 
@@ -225,6 +225,7 @@ def deploy_benchmark(
         result.update(compare(reference, packed, x))
         del reference
         result["packed_resident_mib"] = resident_bytes(packed) / MIB  # after a forward: with the kernel caches
+        result["kernel_cache_mib"] = prepared_weight_bytes(packed) / MIB
         result["fp32_resident_mib"] = resident_bytes(twin) / MIB
         result["memory_ratio"] = result["fp32_resident_mib"] / result["packed_resident_mib"]
         by_threads = []
@@ -260,7 +261,8 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
         )
     lines += [
         "",
-        f"resident: packed {result['packed_resident_mib']:.2f} MiB, fp32 twin {result['fp32_resident_mib']:.2f} MiB "
+        f"resident: packed {result['packed_resident_mib']:.2f} MiB (of which the kernels' weight-layout cache "
+        f"{result['kernel_cache_mib']:.2f}), fp32 twin {result['fp32_resident_mib']:.2f} MiB "
         f"({result['memory_ratio']:.1f}x); .bdn file {result['file_mib']:.2f} MiB",
         f"vs unpacked model: max rel diff {result['max_rel_diff']:.2e}, arg-max agreement "
         f"{result['argmax_agreement']:.5f}; worst unit on the same input: {result['unit_max_rel_diff']:.2e}",
