@@ -62,6 +62,7 @@ CONV_CASES = [
     (1, 130, 33, 7, 9, 1, 1, 0, 1),  # 1x1
     (1, 256, 72, 8, 10, 2, 2, 0, 1),  # 2x2/2 transition
     (2, 48, 48, 10, 9, 7, 1, 3, 48),  # depthwise 7x7
+    (1, 70, 70, 15, 14, 13, 2, 6, 70),  # depthwise 13x13 stride 2: 169 taps (int8 sums in chunks of 127)
     (1, 96, 64, 6, 7, 3, 1, 1, 4),  # grouped, 24 channels per group
     (1, 256, 128, 6, 6, 3, 1, 1, 2),  # grouped, 128 channels per group (word aligned)
     (1, 5, 3, 4, 4, 3, 1, 2, 1),  # padding 2 > needed, tiny channels
