@@ -123,6 +123,19 @@ def test_conv_transpose(isa, c, o, k, p):
     torch.testing.assert_close(y, base * scale[None, :, None, None] + bias[None, :, None, None] + res)
 
 
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[4]], ids=["dense", "depthwise"])
+def test_conv_into_out_buffer(isa, case):
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=30), rand(o, c // g, k, k, seed=31)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    want = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    out = torch.full_like(want, 7.0)
+    y = native.binary_conv2d(xb, wb, c, k, s, p, g, out=out)
+    assert y.data_ptr() == out.data_ptr() and torch.equal(out, want)
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        native.binary_conv2d(xb, wb, c, k, s, p, g, out=torch.empty(1, 1, 1, 1))
+
+
 def test_random_shapes_all_isas_agree():
     """Random shapes: every native path equals the oracle exactly."""
     g = torch.Generator().manual_seed(0)

@@ -80,6 +80,14 @@ inline void extract_bits(const uint64_t* src, int64_t nsrc, int64_t start, int64
 
 constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
 
+// The caller's output buffer (checked) or a new one.
+at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef shape) {
+  if (!out.has_value()) return at::empty(shape, at::kFloat);
+  TORCH_CHECK(out->scalar_type() == at::kFloat && out->is_contiguous() && out->device().is_cpu() &&
+                  out->sizes() == shape, "bindense.native: out must be a contiguous float32 CPU tensor ", shape);
+  return *out;
+}
+
 // kSignBytes[b]: the 8 bits of byte b as 8 int8 signs (+1 for a set bit, -1 for a clear one), little-endian.
 struct SignBytes {
   uint64_t v[256];
@@ -95,7 +103,8 @@ const SignBytes kSignBytes;
 
 at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
-                     const c10::optional<at::Tensor>& gscale, const float* os, const float* ob, const float* res) {
+                     const c10::optional<at::Tensor>& gscale, const float* os, const float* ob, const float* res,
+                     const c10::optional<at::Tensor>& out) {
   const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw, Cp = 64 * K;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
   auto xs = at::zeros({N, Hp, Wp, Cp}, at::kChar);
@@ -126,7 +135,7 @@ at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb,
     auto idx = at::arange(C, at::kLong).div(cgs, "floor");
     chs = gscale->index_select(1, idx).contiguous();
   }
-  auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
+  auto y = output(out, {N, C, Ho, Wo});
   DwArgs a{xsp, wmp, chs.defined() ? chs.data_ptr<float>() : nullptr, os, ob, res, y.data_ptr<float>(),
            N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw};
   at::parallel_for(0, N * Ho, 1, [&](int64_t b, int64_t e) { isa.dw_rows(a, b, e); });
@@ -199,7 +208,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
                   int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G, int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                  const std::string& isa_name) {
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
   const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
@@ -253,7 +262,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
     sscale = gscale->index_select(1, idx).contiguous();
   }
 
-  auto y = at::empty({N, O, Ho, Wo}, at::kFloat);
+  auto y = output(out, {N, O, Ho, Wo});
   ConvArgs a{xdst, reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>()), wpop.data_ptr<int32_t>(),
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
@@ -266,7 +275,7 @@ at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t 
                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
                             const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                             const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                            const std::string& isa_name) {
+                            const std::string& isa_name, const c10::optional<at::Tensor>& out) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
   check_bits(wb, "w_bits", "[C, kh, kw, 1]");
@@ -274,7 +283,7 @@ at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t 
                   wb.size(3) == 1, "bindense.native: depthwise shapes do not match C=", C);
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   return depthwise(isa, xb, wb, C, kh, kw, sh, sw, ph, pw, cgs, gscale, opt_ptr(out_scale, "out_scale"),
-                   opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"));
+                   opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"), out);
 }
 
 // Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0).

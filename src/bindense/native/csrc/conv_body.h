@@ -1,6 +1,6 @@
 // The ISA-independent part of the kernels, textually included by each isa_*.cpp inside an anonymous namespace
 // after it defined: constexpr int OB (output channels per weight block), PX (pixels per tile), PLANES (words per
-// packed word: 1, or 2 for nibble-split AVX2) and template <int P> void mk(xp, pixel_stride, tap_offsets, T, Kd,
+// packed word: 1, or 2 for nibble-split AVX2), VB (bytes per vector register, for the depthwise sums) and template <int P> void mk(xp, pixel_stride, tap_offsets, T, Kd,
 // wblock, acc[P][OB], plane_offset) (the register-blocked XOR + popcount micro-kernel: acc[p][l] = sum over
 // taps t and words k of popcount(x[p, t, k] ^ w[t, k, l])).
 // Includes nothing: the enclosing file compiles it for its own ISA.
@@ -82,8 +82,8 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
 // Depthwise: one task = one output row of one image. Per pixel, the sign products of all taps accumulate in int8
 // lanes over the channels (|sum| <= 127 per chunk of taps), as (x ^ m) - m with m = 0 (w = +1) or -1 (w = -1);
 // the row gathers in rb[C][Wo] and streams out per channel.
-// 64 int8 lanes; GCC lowers the vector extension to the enclosing file's ISA (one zmm, two ymm, or scalar code).
-typedef int8_t I8x64 __attribute__((vector_size(64)));
+// VB int8 lanes (the enclosing file's register width: 64 zmm, 32 ymm, 16 xmm); GCC lowers the vector extension.
+typedef int8_t I8V __attribute__((vector_size(VB)));
 
 void dw_rows_impl(const bdn::DwArgs& a, int64_t begin, int64_t end) {
   const int64_t T = a.kh * a.kw, Cp = a.Cp, Wo = a.Wo;
@@ -94,15 +94,15 @@ void dw_rows_impl(const bdn::DwArgs& a, int64_t begin, int64_t end) {
     const int64_t i = task % a.Ho, n = task / a.Ho;
     for (int64_t j = 0; j < Wo; ++j) {
       const int8_t* xpix = a.xs + ((n * a.Hp + i * a.sh) * a.Wp + j * a.sw) * Cp;
-      for (int64_t c0 = 0; c0 < Cp; c0 += 64) {  // one block of 64 channels: one zmm (two ymm) of int8 sums
-        const int64_t nc = imin(64, a.C - c0);
+      for (int64_t c0 = 0; c0 < Cp; c0 += VB) {  // one register of VB channels' int8 sums (Cp % 64 == 0)
+        const int64_t nc = imin(VB, a.C - c0);
         float* rc = rb + c0 * Wo + j;
         for (int64_t t0 = 0; t0 < T; t0 += 127) {  // |sum| of <= 127 taps fits int8
-          I8x64 acc = {};
+          I8V acc = {};
           for (int64_t t = t0; t < imin(T, t0 + 127); ++t) {
-            I8x64 xv, mv;
-            __builtin_memcpy(&xv, xpix + toff[t] + c0, 64);
-            __builtin_memcpy(&mv, a.wm + t * Cp + c0, 64);
+            I8V xv, mv;
+            __builtin_memcpy(&xv, xpix + toff[t] + c0, VB);
+            __builtin_memcpy(&mv, a.wm + t * Cp + c0, VB);
             acc += (xv ^ mv) - mv;
           }
           for (int64_t c = 0; c < nc; ++c) rc[c * Wo] = (t0 ? rc[c * Wo] : 0.f) + static_cast<float>(acc[c]);

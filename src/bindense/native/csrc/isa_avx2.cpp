@@ -12,6 +12,7 @@ namespace {
 
 constexpr int OB = 8;
 constexpr int PX = 3;  // 6 byte counters + lut + 4 weight + 2 input registers fit the 16 ymm registers
+constexpr int VB = 32;
 constexpr int PLANES = 2;
 
 inline __m256i load(const uint64_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); }

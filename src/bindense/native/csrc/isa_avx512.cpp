@@ -10,6 +10,7 @@ namespace {
 
 constexpr int OB = 32;
 constexpr int PX = 4;
+constexpr int VB = 64;
 constexpr int PLANES = 1;
 
 template <int P>
