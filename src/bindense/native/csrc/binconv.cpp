@@ -80,6 +80,12 @@ inline void extract_bits(const uint64_t* src, int64_t nsrc, int64_t start, int64
 
 constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
 
+// Rows per parallel chunk so that each chunk does >= 2^17 elementary steps: a small copy or pack stays on one thread
+// (a fork/join costs more than it saves, and far more when the cores are shared).
+inline int64_t grain(int64_t work_per_row) {
+  return std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, work_per_row));
+}
+
 // The caller's output buffer (checked) or a new one.
 at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef shape) {
   if (!out.has_value()) return at::empty(shape, at::kFloat);
@@ -113,7 +119,7 @@ at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb,
   const uint64_t* wp = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
   int8_t* xsp = xs.data_ptr<int8_t>();
   const uint64_t tail = C % 64 ? (uint64_t(1) << (8 * (C % 8))) - 1 : ~uint64_t(0);  // bytes of the last 8 kept
-  at::parallel_for(0, N * H, 8, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, N * H, grain(W * Cp), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
@@ -230,7 +236,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
   auto xpad = at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
   const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
   uint64_t* xdst = reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
-  at::parallel_for(0, N * H, 8, [&](int64_t b, int64_t en) {
+  at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
     for (int64_t r = b; r < en; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
@@ -297,7 +303,7 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   constexpr int64_t PB = 16;
-  at::parallel_for(0, N * H, 1, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t k = 0; k < K; ++k)
