@@ -8,8 +8,9 @@
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // One task = one output row of one block of OB output channels of one conv group of one image. The row's sums
-// gather in rb[OB][Wo] (cache-resident); the epilogue then streams each output channel's row out contiguously
-// (storing a few pixels into OB far-apart output planes per tile thrashes the caches and the prefetchers).
+// gather in rb[Wo][OB] (cache-resident, vector adds over the OB channels); the epilogue then streams each output
+// channel's row out contiguously (storing a few pixels into OB far-apart output planes per tile thrashes the
+// caches and the prefetchers).
 void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
   const int64_t T = a.kh * a.kw, nOB = a.Ogp / OB, ps = a.sw * a.XS, Wo = a.Wo;
   int64_t toff[bdn::kMaxTaps];
@@ -42,7 +43,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
         for (int64_t p = 0; p < np; ++p) {
           const int64_t ix0 = (j0 + p) * a.sw - a.pw;
           int64_t* ap = acc + p * OB;
-          float* fp = rb + j0 + p;
+          float* fp = rb + (j0 + p) * OB;
           int64_t nvalid = T;
           if (!(row_inside && ix0 >= 0 && ix0 + a.kw <= a.W)) {
             // Border pixel: padded taps read zero words, which counted popcount(w) each; remove them.
@@ -57,7 +58,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
             }
           }
           const int64_t full = len * nvalid;
-          for (int64_t l = 0; l < OB; ++l) fp[l * Wo] += sc * static_cast<float>(full - 2 * ap[l]);
+          for (int64_t l = 0; l < OB; ++l) fp[l] += sc * static_cast<float>(full - 2 * ap[l]);
         }
       }
     }
@@ -66,13 +67,13 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
       const int64_t o = g * a.Og + ob * OB + l;
       const float s = a.out_scale ? a.out_scale[o] : 1.f, b = a.out_bias ? a.out_bias[o] : 0.f;
       const int64_t off = ((n * a.O + o) * a.Ho + i) * Wo;
-      const float* src = rb + l * Wo;
+      const float* src = rb + l;
       float* yp = a.y + off;
       if (a.residual) {
         const float* rp = a.residual + off;
-        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j] * s + b + rp[j];
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + rp[j];
       } else {
-        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j] * s + b;
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
       }
     }
   }
