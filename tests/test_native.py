@@ -179,6 +179,16 @@ def test_errors_name_what_was_expected():
         native.set_isa("sse9")
 
 
+def test_prepared_bytes_counts_the_cached_layout():
+    x, w = native.pack_activations(rand(1, 70, 5, 5)), native.pack_weights(rand(8, 70, 3, 3))
+    assert native.prepared_bytes(w) == 0
+    native.binary_conv2d(x, w, 70, 3, 1, 1)
+    if native.isa() == "torch":
+        assert native.prepared_bytes(w) == 0
+    else:  # at least the weight words (output channels padded to the ISA's block) and the tap popcounts
+        assert native.prepared_bytes(w) >= w.numel() * 8 + 8 * 9 * 4
+
+
 def test_reference_pack_matches_native_pack():
     x, t = rand(3, 130, 4, 7, seed=20), rand(3, 130, seed=21)
     assert torch.equal(native.pack_activations(x, t), reference.pack_activations(x, t))

@@ -23,7 +23,7 @@ from bindense.native.reference import pack_weights, unpack_activations, unpack_w
 
 __all__ = [
     "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
-    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "ISAS",
+    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "prepared_bytes", "ISAS",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
@@ -99,6 +99,13 @@ def _prepared(ext, spec: ConvSpec, name: str) -> tuple[torch.Tensor, torch.Tenso
                                                 name)))
         _WEIGHT_CACHE[id(w)] = entry
     return entry[1]
+
+
+def prepared_bytes(w_bits: torch.Tensor) -> int:
+    """Bytes of the cached ISA layout of ``w_bits`` (a second copy of the weights, built at its first conv; 0 if
+    none): count it in a model's resident size."""
+    entry = _WEIGHT_CACHE.get(id(w_bits))
+    return sum(t.numel() * t.element_size() for t in entry[1]) if entry is not None else 0
 
 
 def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
