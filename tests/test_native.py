@@ -200,3 +200,25 @@ def test_native_build_required():
     """CI sets BINDENSE_REQUIRE_NATIVE=1: the C++ extension must build and load there."""
     assert native.available()
     assert native.isa() in ("avx512", "avx2", "generic")
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    """No compiler: one RuntimeWarning, the pure-torch path; with BINDENSE_REQUIRE_NATIVE=1 an error instead."""
+    from bindense.native import build
+
+    def broken(verbose):
+        raise OSError("no g++ here")
+
+    monkeypatch.setattr(build, "_compile", broken)
+    monkeypatch.setattr(build, "_state", {})
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "1")
+    with pytest.raises(RuntimeError, match="BINDENSE_REQUIRE_NATIVE=1"):
+        native.available()
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "0")
+    monkeypatch.setattr(build, "_state", {})
+    with pytest.warns(RuntimeWarning, match="no g\\+\\+ here"):
+        assert not native.available()
+    assert native.isa() == "torch" and native.supported_isas() == ["torch"]
+    x, w = rand(1, 70, 5, 5), rand(8, 70, 3, 3)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(w), 70, 3, 1, 1)
+    assert torch.equal(y, F.conv2d(sgn(x), sgn(w), padding=1))
