@@ -24,7 +24,7 @@ install: $(STAMP)
 # The C++ kernels of bindense.native (compiled once into .venv/var, rebuilt when a source changes); a failed build
 # is an error here (tests would otherwise fall back to the pure-torch kernels).
 native: install
-	BINDENSE_REQUIRE_NATIVE=1 $(PY) -m bindense.native.build
+	BINDENSE_REQUIRE_NATIVE=1 $(PY) -m bindense.native
 
 lint: install
 	$(VENV)/bin/ruff check .

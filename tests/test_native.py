@@ -62,6 +62,7 @@ CONV_CASES = [
     (1, 130, 33, 7, 9, 1, 1, 0, 1),  # 1x1
     (1, 256, 72, 8, 10, 2, 2, 0, 1),  # 2x2/2 transition
     (2, 48, 48, 10, 9, 7, 1, 3, 48),  # depthwise 7x7
+    (1, 70, 70, 15, 14, 13, 2, 6, 70),  # depthwise 13x13 stride 2: 169 taps (int8 sums in chunks of 127)
     (1, 96, 64, 6, 7, 3, 1, 1, 4),  # grouped, 24 channels per group
     (1, 256, 128, 6, 6, 3, 1, 1, 2),  # grouped, 128 channels per group (word aligned)
     (1, 5, 3, 4, 4, 3, 1, 2, 1),  # padding 2 > needed, tiny channels
@@ -122,6 +123,19 @@ def test_conv_transpose(isa, c, o, k, p):
     torch.testing.assert_close(y, base * scale[None, :, None, None] + bias[None, :, None, None] + res)
 
 
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[4]], ids=["dense", "depthwise"])
+def test_conv_into_out_buffer(isa, case):
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=30), rand(o, c // g, k, k, seed=31)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    want = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    out = torch.full_like(want, 7.0)
+    y = native.binary_conv2d(xb, wb, c, k, s, p, g, out=out)
+    assert y.data_ptr() == out.data_ptr() and torch.equal(out, want)
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        native.binary_conv2d(xb, wb, c, k, s, p, g, out=torch.empty(1, 1, 1, 1))
+
+
 def test_random_shapes_all_isas_agree():
     """Random shapes: every native path equals the oracle exactly."""
     g = torch.Generator().manual_seed(0)
@@ -165,6 +179,16 @@ def test_errors_name_what_was_expected():
         native.set_isa("sse9")
 
 
+def test_prepared_bytes_counts_the_cached_layout():
+    x, w = native.pack_activations(rand(1, 70, 5, 5)), native.pack_weights(rand(8, 70, 3, 3))
+    assert native.prepared_bytes(w) == 0
+    native.binary_conv2d(x, w, 70, 3, 1, 1)
+    if native.isa() == "torch":
+        assert native.prepared_bytes(w) == 0
+    else:  # at least the weight words (output channels padded to the ISA's block) and the tap popcounts
+        assert native.prepared_bytes(w) >= w.numel() * 8 + 8 * 9 * 4
+
+
 def test_reference_pack_matches_native_pack():
     x, t = rand(3, 130, 4, 7, seed=20), rand(3, 130, seed=21)
     assert torch.equal(native.pack_activations(x, t), reference.pack_activations(x, t))
@@ -176,3 +200,25 @@ def test_native_build_required():
     """CI sets BINDENSE_REQUIRE_NATIVE=1: the C++ extension must build and load there."""
     assert native.available()
     assert native.isa() in ("avx512", "avx2", "generic")
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    """No compiler: one RuntimeWarning, the pure-torch path; with BINDENSE_REQUIRE_NATIVE=1 an error instead."""
+    from bindense.native import build
+
+    def broken(verbose):
+        raise OSError("no g++ here")
+
+    monkeypatch.setattr(build, "_compile", broken)
+    monkeypatch.setattr(build, "_state", {})
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "1")
+    with pytest.raises(RuntimeError, match="BINDENSE_REQUIRE_NATIVE=1"):
+        native.available()
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "0")
+    monkeypatch.setattr(build, "_state", {})
+    with pytest.warns(RuntimeWarning, match="no g\\+\\+ here"):
+        assert not native.available()
+    assert native.isa() == "torch" and native.supported_isas() == ["torch"]
+    x, w = rand(1, 70, 5, 5), rand(8, 70, 3, 3)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(w), 70, 3, 1, 1)
+    assert torch.equal(y, F.conv2d(sgn(x), sgn(w), padding=1))

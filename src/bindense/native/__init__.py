@@ -18,12 +18,12 @@ import weakref
 import torch
 
 from bindense.native import build, reference
-from bindense.native.checks import ConvSpec, check_conv
+from bindense.native.checks import ConvSpec, check_conv, check_output
 from bindense.native.reference import pack_weights, unpack_activations, unpack_weights
 
 __all__ = [
     "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
-    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "ISAS",
+    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "prepared_bytes", "ISAS",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
@@ -101,12 +101,19 @@ def _prepared(ext, spec: ConvSpec, name: str) -> tuple[torch.Tensor, torch.Tenso
     return entry[1]
 
 
-def _native(spec: ConvSpec) -> torch.Tensor | None:
+def prepared_bytes(w_bits: torch.Tensor) -> int:
+    """Bytes of the cached ISA layout of ``w_bits`` (a second copy of the weights, built at its first conv; 0 if
+    none): count it in a model's resident size."""
+    entry = _WEIGHT_CACHE.get(id(w_bits))
+    return sum(t.numel() * t.element_size() for t in entry[1]) if entry is not None else 0
+
+
+def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
     name = isa()
     ext = build.extension() if name != "torch" else None
     if ext is None:
         return None
-    epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name)
+    epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name, out)
     if spec.groups == spec.in_channels == spec.out_channels > 1:
         return ext.depthwise_conv2d(spec.x_bits, spec.w_bits, spec.in_channels, *spec.kernel_size, *spec.stride,
                                     *spec.padding, spec.channel_group_size or 0, *epi)
@@ -128,18 +135,25 @@ def binary_conv2d(
     out_scale: torch.Tensor | None = None,
     out_bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo].
+    """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo] (written into ``out`` if given).
 
     ``y = out_scale[o] * S + out_bias[o] + residual``, ``S`` = sum over the taps inside the image and the input
     channels of o's group of sign_x * sign_w (an exact integer); with ``channel_group_size=g`` and
     ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
     channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.
+    ``out``: a contiguous float32 [N, O, Ho, Wo] buffer to reuse (a fresh large output costs page faults).
     """
     spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, groups, channel_group_size,
                       group_scale, out_scale, out_bias, residual)
-    y = _native(spec)
-    return y if y is not None else reference.binary_conv2d(spec)
+    if out is not None:
+        check_output(out, spec)
+    y = _native(spec, out)
+    if y is not None:
+        return y
+    y = reference.binary_conv2d(spec)
+    return out.copy_(y) if out is not None else y
 
 
 def binary_conv_transpose2d(

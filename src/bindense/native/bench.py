@@ -107,12 +107,15 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
             for _ in range(warmup - 1):
                 fn()
         times: dict[str, list[float]] = {k: [] for k in cands}
+        cpu: dict[str, list[float]] = {k: [] for k in cands}
         for _ in range(rounds):
             for key, fn in cands.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[key].append((time.perf_counter() - t0) * 1e3)
+                cpu[key].append((time.process_time() - c0) * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     best = isas[0]
     out = {
         "layer": f"conv{kernel}x{kernel} {channels}->{channels} {size}x{size} batch 1",
@@ -125,6 +128,9 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
         "openvino_ms": round(med["openvino"], 3) if "openvino" in med else None,
         "speedup_vs_openvino": (round(med["openvino"] / med[f"pack+conv:{best}"], 2) if "openvino" in med
                                 else None),
+        # CPU time of the process (all its threads): on a shared, oversubscribed machine the wall times above
+        # include waits for a core; at 1 thread these are the compute times.
+        "cpu_ms": {k.replace("conv:", "binary:"): round(v, 3) for k, v in cpu_med.items()},
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL"),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
     }
@@ -132,3 +138,90 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
         out["binary_ms_by_isa"] = {n: round(med[f"conv:{n}"], 3) for n in isas}
         out["speedup_by_isa"] = {n: round(med["float"] / med[f"conv:{n}"], 2) for n in isas}
     return out
+
+
+# (name, C_in, C_out, H=W, kernel, stride, padding, groups); transposed convs are marked by groups = 0.
+LAYERS = (
+    ("3x3 256->256 64x64", 256, 256, 64, 3, 1, 1, 1),
+    ("3x3/2 128->256 64x64", 128, 256, 64, 3, 2, 1, 1),
+    ("1x1 384->1536 30x30", 384, 1536, 30, 1, 1, 0, 1),
+    ("1x1 96->384 120x120", 96, 384, 120, 1, 1, 0, 1),
+    ("2x2/2 96->192 120x120", 96, 192, 120, 2, 2, 0, 1),
+    ("dw7x7 96 120x120", 96, 96, 120, 7, 1, 3, 96),
+    ("dw7x7 384 30x30", 384, 384, 30, 7, 1, 3, 384),
+    ("convT 4x4/4 256->128 30x30", 256, 128, 30, 4, 4, 0, 0),
+    ("3x3 200->100 40x40 (DAB groups of 64)", 200, 100, 40, 3, 1, 1, -64),
+)
+
+
+def _layer_candidates(layer: tuple, g: torch.Generator) -> dict[str, Callable[[], torch.Tensor]]:
+    """The float conv of the signs and every native ISA path for one row of :data:`LAYERS`."""
+    _, c, o, hw, k, s, p, groups = layer
+    x = torch.randn(1, c, hw, hw, generator=g)
+    xb, xs = native.pack_activations(x), torch.where(x >= 0, 1.0, -1.0)
+    if groups == 0:  # transposed
+        w = torch.randn(c, o, k, k, generator=g)
+        ws, wb = torch.where(w >= 0, 1.0, -1.0), native.pack_weights(w.permute(1, 0, 2, 3))
+
+        def ref() -> torch.Tensor:
+            return F.conv_transpose2d(xs, ws, stride=s, padding=p)
+
+        def op() -> torch.Tensor:
+            return native.binary_conv_transpose2d(xb, wb, c, k, s, p)
+    else:
+        grp, gsize = (groups, None) if groups > 0 else (1, -groups)
+        w = torch.randn(o, c // grp, k, k, generator=g)
+        ws, wb = torch.where(w >= 0, 1.0, -1.0), native.pack_weights(w)
+        gs = torch.rand(1, (c - 1) // gsize + 1, generator=g) + 0.5 if gsize else None
+        xin = xs * gs[:, torch.arange(c) // gsize, None, None] if gsize else xs
+
+        def ref() -> torch.Tensor:
+            return F.conv2d(xin, ws, stride=s, padding=p, groups=grp)
+
+        def op() -> torch.Tensor:
+            return native.binary_conv2d(xb, wb, c, k, s, p, grp, channel_group_size=gsize, group_scale=gs)
+
+    return {"float": ref, **{name: _isa_call(name, op) for name in native.supported_isas()}}
+
+
+def layers(threads: int = 1, rounds: int = 9, seed: int = 0) -> list[dict]:
+    """Per-layer table: every native ISA path vs the torch float conv of the signs, interleaved; median CPU and
+    wall times per layer of :data:`LAYERS` (groups = 0: transposed conv; groups = -g: DAB channel groups of g)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    with _threads(threads):
+        for layer in LAYERS:
+            cands = _layer_candidates(layer, g)
+            want = cands["float"]()
+            for key, fn in cands.items():
+                torch.testing.assert_close(fn(), want, rtol=1e-5, atol=1e-3, msg=f"{layer[0]} {key}")
+            wall: dict[str, list[float]] = {key: [] for key in cands}
+            cpu: dict[str, list[float]] = {key: [] for key in cands}
+            for _ in range(rounds):
+                for key, fn in cands.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    fn()
+                    wall[key].append((time.perf_counter() - t0) * 1e3)
+                    cpu[key].append((time.process_time() - c0) * 1e3)
+            row: dict = {"layer": layer[0], "threads": threads}
+            for key in cands:
+                row[f"{key}_cpu_ms"] = round(statistics.median(cpu[key]), 3)
+                row[f"{key}_wall_ms"] = round(statistics.median(wall[key]), 3)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":  # python -m bindense.native.bench [threads]: the per-layer table
+    import json
+    import sys
+
+    n_threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    table = layers(threads=n_threads)
+    isas = native.supported_isas()
+    print(f"| layer ({n_threads} thread(s), CPU ms) | float | " + " | ".join(isas) + " | speedup (best) |")
+    print("|---|---:|" + "---:|" * len(isas) + "---:|")
+    for r in table:
+        cells = [f"{r[f'{i}_cpu_ms']:.2f}" for i in isas]
+        print(f"| {r['layer']} | {r['float_cpu_ms']:.2f} | " + " | ".join(cells)
+              + f" | {r['float_cpu_ms'] / r[f'{isas[0]}_cpu_ms']:.2f}x |")
+    print(json.dumps(table))

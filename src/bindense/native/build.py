@@ -3,7 +3,7 @@
 The extension is built on first use with ``torch.utils.cpp_extension.load`` (ninja from PyPI, the system g++),
 against the installed torch, into a folder of the Python environment (``<sys.prefix>/var/bindense-native/<torch
 and Python versions>``, else ``~/.cache/bindense/native/...``; ``$BINDENSE_BUILD_DIR`` overrides); torch rebuilds
-it there whenever a source file changes. ``python -m bindense.native.build`` builds it verbosely. Where no
+it there whenever a source file changes. ``python -m bindense.native`` builds it verbosely. Where no
 compiler (or ninja) exists, :func:`extension` returns ``None`` after one warning, and the pure-torch kernels take
 over, unless ``BINDENSE_REQUIRE_NATIVE=1`` (CI), where the failure is raised.
 """
@@ -89,9 +89,3 @@ def extension(verbose: bool = False) -> ModuleType | None:
             _state["mod"] = None
     return _state["mod"]
 
-
-if __name__ == "__main__":  # `python -m bindense.native.build`: build now, loudly (make native / CI)
-    mod = extension(verbose=True)
-    if mod is None:
-        raise SystemExit("bindense.native: the C++ extension did not build (see the warning above)")
-    print(f"bindense.native: built {mod.__file__}; ISA paths on this CPU: {', '.join(mod.cpu_isas())}")

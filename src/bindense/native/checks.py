@@ -118,3 +118,9 @@ def check_conv(
         _tensor(residual, "residual", torch.float32, (n, o, ho, wo))
     return ConvSpec(x_bits, w_bits, in_channels, o, (kh, kw), (sh, sw), (ph, pw), groups, (ho, wo),
                     channel_group_size, group_scale, out_scale, out_bias, residual)
+
+
+def check_output(out: torch.Tensor, spec: ConvSpec) -> None:
+    """A caller's output buffer must be a contiguous float32 CPU tensor of the conv's output shape."""
+    n = spec.x_bits.shape[0]
+    _tensor(out, "out", torch.float32, (n, spec.out_channels, *spec.out_hw))

@@ -33,7 +33,11 @@ struct Isa {
   void (*dw_rows)(const DwArgs&, int64_t, int64_t);
 };
 
-bool has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"); }
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vpopcntdq");
+}
 bool has_avx2() { return __builtin_cpu_supports("avx2"); }
 bool always() { return true; }
 
@@ -76,39 +80,70 @@ inline void extract_bits(const uint64_t* src, int64_t nsrc, int64_t start, int64
 
 constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
 
-inline bool bit_at(const uint64_t* words, int64_t c) { return (words[c >> 6] >> (c & 63)) & 1; }
+// Rows per parallel chunk so that each chunk does >= 2^17 elementary steps: a small copy or pack stays on one thread
+// (a fork/join costs more than it saves, and far more when the cores are shared).
+inline int64_t grain(int64_t work_per_row) {
+  return std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, work_per_row));
+}
+
+// The caller's output buffer (checked) or a new one.
+at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef shape) {
+  if (!out.has_value()) return at::empty(shape, at::kFloat);
+  TORCH_CHECK(out->scalar_type() == at::kFloat && out->is_contiguous() && out->device().is_cpu() &&
+                  out->sizes() == shape, "bindense.native: out must be a contiguous float32 CPU tensor ", shape);
+  return *out;
+}
+
+// kSignBytes[b]: the 8 bits of byte b as 8 int8 signs (+1 for a set bit, -1 for a clear one), little-endian.
+struct SignBytes {
+  uint64_t v[256];
+  SignBytes() {
+    for (int b = 0; b < 256; ++b) {
+      uint64_t q = 0;
+      for (int j = 0; j < 8; ++j) q |= uint64_t(((b >> j) & 1) ? 0x01 : 0xFF) << (8 * j);
+      v[b] = q;
+    }
+  }
+};
+const SignBytes kSignBytes;
 
 at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
-                     const c10::optional<at::Tensor>& gscale, const float* os, const float* ob, const float* res) {
-  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
+                     const c10::optional<at::Tensor>& gscale, const float* os, const float* ob, const float* res,
+                     const c10::optional<at::Tensor>& out) {
+  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw, Cp = 64 * K;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
-  auto xs = at::zeros({N, Hp, Wp, C}, at::kChar);
-  auto ws = at::empty({T, C}, at::kChar);
+  auto xs = at::zeros({N, Hp, Wp, Cp}, at::kChar);
+  auto wm = at::zeros({T, Cp}, at::kChar);
   const uint64_t* xp = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
   const uint64_t* wp = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
   int8_t* xsp = xs.data_ptr<int8_t>();
-  at::parallel_for(0, N * H, 1, [&](int64_t b, int64_t e) {
+  const uint64_t tail = C % 64 ? (uint64_t(1) << (8 * (C % 8))) - 1 : ~uint64_t(0);  // bytes of the last 8 kept
+  at::parallel_for(0, N * H, grain(W * Cp), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
         const uint64_t* src = xp + ((n * H + y) * W + x) * K;
-        int8_t* dst = xsp + ((n * Hp + y + ph) * Wp + x + pw) * C;
-        for (int64_t c = 0; c < C; ++c) dst[c] = bit_at(src, c) ? 1 : -1;
+        uint64_t* dst = reinterpret_cast<uint64_t*>(xsp + ((n * Hp + y + ph) * Wp + x + pw) * Cp);
+        for (int64_t q = 0; q < 8 * K && 8 * q < C; ++q) {  // 8 channels per step; channels >= C stay 0
+          uint64_t v = kSignBytes.v[(src[q >> 3] >> (8 * (q & 7))) & 0xFF];
+          if (8 * q + 8 > C) v &= tail;
+          dst[q] = v;
+        }
       }
     }
   });
-  int8_t* wsp = ws.data_ptr<int8_t>();
+  int8_t* wmp = wm.data_ptr<int8_t>();
   for (int64_t c = 0; c < C; ++c)
-    for (int64_t t = 0; t < T; ++t) wsp[t * C + c] = (wp[c * T + t] & 1) ? 1 : -1;
+    for (int64_t t = 0; t < T; ++t) wmp[t * Cp + c] = (wp[c * T + t] & 1) ? 0 : -1;
   at::Tensor chs;
   if (gscale.has_value()) {
     auto idx = at::arange(C, at::kLong).div(cgs, "floor");
     chs = gscale->index_select(1, idx).contiguous();
   }
-  auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
-  DwArgs a{xsp, wsp, chs.defined() ? chs.data_ptr<float>() : nullptr, os, ob, res, y.data_ptr<float>(),
-           N, C, Hp, Wp, Ho, Wo, kh, kw, sh, sw};
+  auto y = output(out, {N, C, Ho, Wo});
+  DwArgs a{xsp, wmp, chs.defined() ? chs.data_ptr<float>() : nullptr, os, ob, res, y.data_ptr<float>(),
+           N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw};
   at::parallel_for(0, N * Ho, 1, [&](int64_t b, int64_t e) { isa.dw_rows(a, b, e); });
   return y;
 }
@@ -179,7 +214,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
                   int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G, int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                  const std::string& isa_name) {
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
   const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
@@ -201,7 +236,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
   auto xpad = at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
   const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
   uint64_t* xdst = reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
-  at::parallel_for(0, N * H, 8, [&](int64_t b, int64_t en) {
+  at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
     for (int64_t r = b; r < en; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
@@ -233,7 +268,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
     sscale = gscale->index_select(1, idx).contiguous();
   }
 
-  auto y = at::empty({N, O, Ho, Wo}, at::kFloat);
+  auto y = output(out, {N, O, Ho, Wo});
   ConvArgs a{xdst, reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>()), wpop.data_ptr<int32_t>(),
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
@@ -246,7 +281,7 @@ at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t 
                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
                             const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                             const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                            const std::string& isa_name) {
+                            const std::string& isa_name, const c10::optional<at::Tensor>& out) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
   check_bits(wb, "w_bits", "[C, kh, kw, 1]");
@@ -254,7 +289,7 @@ at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t 
                   wb.size(3) == 1, "bindense.native: depthwise shapes do not match C=", C);
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   return depthwise(isa, xb, wb, C, kh, kw, sh, sw, ph, pw, cgs, gscale, opt_ptr(out_scale, "out_scale"),
-                   opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"));
+                   opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"), out);
 }
 
 // Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0).
@@ -268,7 +303,7 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   constexpr int64_t PB = 16;
-  at::parallel_for(0, N * H, 1, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t k = 0; k < K; ++k)

@@ -12,7 +12,10 @@ namespace {
 
 constexpr int OB = 8;
 constexpr int PX = 3;  // 6 byte counters + lut + 4 weight + 2 input registers fit the 16 ymm registers
+constexpr int VB = 32;
 constexpr int PLANES = 2;
+
+inline __m256i load(const uint64_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); }
 
 template <int P>
 inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd, const uint64_t* wb,
@@ -34,7 +37,6 @@ inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, i
   };
   // x and w arrive nibble-split (plane 0: low nibbles, plane 1: high nibbles, each byte < 16), so
   // popcount(x ^ w) per byte = lut[xl ^ wl] + lut[xh ^ wh]: 2 xor, 2 vpshufb, 2 add per 256 bits.
-  auto load = [](const uint64_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); };
   int pending = 0;
   for (int64_t t = 0; t < T; ++t) {
     const uint64_t* xt = xp + toff[t];

@@ -1,15 +1,16 @@
-// AVX-512 path: 8 output channels per zmm, VPOPCNTQ popcounts of x ^ w, 4 pixels x 32 output channels per tile.
+// AVX-512 path (F, BW, DQ, VL, VPOPCNTDQ: Ice Lake and later): 8 output channels per zmm, VPOPCNTQ popcounts of x ^ w, 4 pixels x 32 output channels per tile.
 #include <immintrin.h>
 
 #include "kernel.h"
 
-#pragma GCC target("avx512f,avx512vpopcntdq")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq")
 
 namespace bdn::avx512 {
 namespace {
 
 constexpr int OB = 32;
 constexpr int PX = 4;
+constexpr int VB = 64;
 constexpr int PLANES = 1;
 
 template <int P>

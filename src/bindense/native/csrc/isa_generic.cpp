@@ -6,6 +6,7 @@ namespace {
 
 constexpr int OB = 8;
 constexpr int PX = 4;
+constexpr int VB = 16;
 constexpr int PLANES = 1;
 
 template <int P>

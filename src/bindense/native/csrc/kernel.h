@@ -27,16 +27,17 @@ struct ConvArgs {
   int64_t H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw;
 };
 
-// Depthwise conv (groups == C == O) on int8 signs: xs [N][Hp][Wp][C] (+1/-1, 0 on the padding), ws [T][C].
+// Depthwise conv (groups == C == O) on int8 signs: xs [N][Hp][Wp][Cp] (+1/-1; 0 on the padding and in the
+// channels C..Cp-1), wm [T][Cp] weight sign masks (0 for w >= 0, -1 for w < 0).
 struct DwArgs {
   const int8_t* xs;
-  const int8_t* ws;
+  const int8_t* wm;
   const float* ch_scale;    // [N][C] or null (DAB group scales, per channel)
   const float* out_scale;
   const float* out_bias;
   const float* residual;
   float* y;
-  int64_t N, C, Hp, Wp, Ho, Wo, kh, kw, sh, sw;
+  int64_t N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw;
 };
 
 }  // namespace bdn
