@@ -222,3 +222,15 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
     x, w = rand(1, 70, 5, 5), rand(8, 70, 3, 3)
     y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(w), 70, 3, 1, 1)
     assert torch.equal(y, F.conv2d(sgn(x), sgn(w), padding=1))
+
+
+def test_two_threads_same_result(isa):
+    """Output rows are shared out dynamically between threads: same exact result as one thread."""
+    x, wt = rand(2, 130, 9, 11, seed=40), rand(70, 130, 3, 3, seed=41)
+    xd, wd = rand(2, 64, 9, 11, seed=42), rand(64, 1, 7, 7, seed=43)
+    xb, wb, xdb, wdb = (native.pack_activations(x), native.pack_weights(wt), native.pack_activations(xd),
+                        native.pack_weights(wd))
+    torch.set_num_threads(2)  # the autouse fixture restores the thread count
+    assert torch.equal(native.binary_conv2d(xb, wb, 130, 3, 1, 1), F.conv2d(sgn(x), sgn(wt), padding=1))
+    want = F.conv2d(sgn(xd), sgn(wd), padding=3, groups=64)
+    assert torch.equal(native.binary_conv2d(xdb, wdb, 64, 7, 1, 3, 64), want)

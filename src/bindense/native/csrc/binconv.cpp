@@ -1,10 +1,12 @@
 // bindense.native C++ extension: argument plumbing, input/weight re-packing, ISA dispatch and threading.
 // The kernels live in isa_*.cpp (one translation unit per ISA, no torch headers there); this file picks one at run
-// time (__builtin_cpu_supports) and runs it over output rows with at::parallel_for.
+// time (__builtin_cpu_supports) and runs it over output rows on torch's intra-op threads.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -86,6 +88,19 @@ inline int64_t grain(int64_t work_per_row) {
   return std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, work_per_row));
 }
 
+// Runs body(begin, end) over [0, n) on torch's intra-op threads, handing out chunks from a shared counter: a
+// thread that is descheduled (shared cores) leaves its work to the others instead of holding up the join.
+template <typename F>
+void dynamic_parallel(int64_t n, const F& body) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+  if (threads <= 1) return body(0, n);
+  const int64_t chunk = std::max<int64_t>(1, n / (threads * 16));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) body(b, std::min(b + chunk, n));
+  });
+}
+
 // The caller's output buffer (checked) or a new one.
 at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef shape) {
   if (!out.has_value()) return at::empty(shape, at::kFloat);
@@ -144,7 +159,7 @@ at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb,
   auto y = output(out, {N, C, Ho, Wo});
   DwArgs a{xsp, wmp, chs.defined() ? chs.data_ptr<float>() : nullptr, os, ob, res, y.data_ptr<float>(),
            N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw};
-  at::parallel_for(0, N * Ho, 1, [&](int64_t b, int64_t e) { isa.dw_rows(a, b, e); });
+  dynamic_parallel(N * Ho, [&](int64_t b, int64_t e) { isa.dw_rows(a, b, e); });
   return y;
 }
 
@@ -273,7 +288,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
              ph, pw};
-  at::parallel_for(0, N * G * nOB * Ho, 1, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
+  dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
   return y;
 }
 
