@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 # Set TORCH_INDEX=https://download.pytorch.org/whl/cpu on a machine whose pip has no local CPU wheel.
 TORCH_INDEX ?=
 
-.PHONY: install test test-slow lint train format clean
+.PHONY: install native test test-slow lint train format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The C++ kernels of bindense.native (compiled once into .venv/var, rebuilt when a source changes); a failed build
+# is an error here (tests would otherwise fall back to the pure-torch kernels).
+native: install
+	BINDENSE_REQUIRE_NATIVE=1 $(PY) -m bindense.native
+
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install lint
+test: install lint native
 	$(VENV)/bin/pytest -q
 
 test-slow: install

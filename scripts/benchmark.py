@@ -470,6 +470,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="an override of the second config (repeatable); reports first / second ratios",
     )
     p.add_argument("--packed", action="store_true", help="also time the bit-packed export's inference kernels")
+    p.add_argument("--deploy", action="store_true", help="export + native runtime vs the fp32 twin (docs/DEPLOY.md)")
+    p.add_argument("--deploy-size", type=int, nargs=2, default=(480, 480), metavar=("H", "W"))
+    p.add_argument("--deploy-ckpt", default=None, help="--deploy a trained checkpoint on validation images")
+    p.add_argument("--deploy-images", type=int, default=8)
     p.add_argument("--packed-slow-runs", type=int, default=3, help="timed runs of the (slow) xnor kernel")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--height", type=int, default=128)
@@ -483,11 +487,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-batches", type=int, default=20, help="batches for the data throughput line")
     p.add_argument("--data-workers", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON output (default logs/benchmark/<time>.json)")
+    p.add_argument("--binary-conv", action="store_true",
+                   help="only the 3x3 256->256 64x64 binary layer: native vs torch float vs OpenVINO (docs/NATIVE.md)")
+    p.add_argument("--isa", default=None, help="--binary-conv: native ISA path (avx512|avx2|generic|all)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.binary_conv:
+        from bindense.native import bench
+
+        out = bench.run(threads=args.threads or 1, isa=args.isa, rounds=args.runs, warmup=args.warmup)
+        print(json.dumps(out))
+        return out
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -495,6 +508,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         device = torch.device(args.device)
     overrides = list(args.overrides)
+    if args.deploy:
+        from bindense.export.deploy import main_deploy
+
+        return main_deploy(overrides, build_model, args)
     if args.compare_naive and not overrides:
         overrides = list(NAIVE_DEFAULT_OVERRIDES)
     torch.manual_seed(args.seed)

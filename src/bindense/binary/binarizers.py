@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.binary import quantizers as q
@@ -133,20 +134,32 @@ class DAB(_SignZero, nn.Module):
     ``a`` and ``k`` start at N(0, 1e-3^2) and ``b`` at 0, so the threshold is ~0 and the scale ~1 at init.
     Statistics are per sample and channel over the spatial axes (tokens for linears), detached, and
     recomputed at inference.
+
+    ``groups`` (``method.dab_groups``, docs/DEPLOY.md "DAB groups") ties the scale ``alpha``: one per group of
+    ``groups`` consecutive input channels (the last group smaller where it does not divide C), or ``"all"``
+    for one per sample. ``a`` then has one entry per group and ``mean|s|`` runs over the group's channels and
+    the spatial axes, so that a following binary conv is a popcount per group. ``None`` (or 1) is per channel.
+    The threshold ``k mean(x) + b`` stays per channel.
     """
 
     bits = 1
 
-    def __init__(self, channels: int, channels_last: bool = False) -> None:
+    def __init__(self, channels: int, channels_last: bool = False, groups: int | str | None = None) -> None:
         super().__init__()
+        self.channels, self.channels_last = channels, channels_last
+        self.group_size = dab_group_size(groups, channels)
+        alphas = channels if self.group_size is None else -(-channels // self.group_size)
         shape = _param_shape(channels, channels_last)
-        self.channels_last = channels_last
-        self.a = nn.Parameter(torch.randn(shape) * 1e-3)
+        self.a = nn.Parameter(torch.randn(_param_shape(alphas, channels_last)) * 1e-3)
         self.k = nn.Parameter(torch.randn(shape) * 1e-3)
         self.b = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: Tensor) -> Tensor:
         dims = _stat_dims(x, self.channels_last)
+        if self.group_size is not None:
+            s = self.centred(x)
+            sign = ref.approx_sign(s) if q.reference_enabled() else q.ApproxSign.apply(s)
+            return self.alpha(s) * sign
         if q.reference_enabled():
             out = ref.dab(x, self.a, self.k, self.b, dims)
         else:
@@ -160,6 +173,38 @@ class DAB(_SignZero, nn.Module):
             alpha = torch.exp(self.a * stat)
             out = zero_at_zeros(out, s) - zero * (alpha - alpha.detach())
         return out
+
+    def centred(self, x: Tensor) -> Tensor:
+        """``s = x - (k mean(x) + b)``, the mean detached (its sign is the binary activation)."""
+        return x - (self.k * x.detach().mean(dim=_stat_dims(x, self.channels_last), keepdim=True) + self.b)
+
+    def group_alpha(self, s: Tensor) -> Tensor:
+        """Grouped scale from ``s``, one per (sample, group): ``(B, n_groups)``, differentiable in ``a`` only."""
+        with torch.no_grad():
+            per_channel = s.abs().mean(dim=_stat_dims(s, self.channels_last)).flatten(1)  # (B, C)
+            size, channels = self.group_size, per_channel.shape[1]
+            groups = -(-channels // size)
+            sums = F.pad(per_channel, (0, groups * size - channels)).unflatten(1, (groups, size)).sum(-1)
+            counts = torch.full((groups,), float(size), dtype=s.dtype, device=s.device)
+            counts[-1] = channels - (groups - 1) * size
+            mean_abs = sums / counts
+        return torch.exp(self.a.flatten() * (mean_abs - 1.0))
+
+    def alpha(self, s: Tensor) -> Tensor:
+        """The grouped scale repeated over each group's channels, broadcastable to ``s``."""
+        per_channel = self.group_alpha(s).repeat_interleave(self.group_size, dim=1)[:, : self.channels]
+        return per_channel.reshape((s.shape[0],) + _param_shape(self.channels, self.channels_last)[1:])
+
+
+def dab_group_size(groups: int | str | None, channels: int) -> int | None:
+    """Channels per DAB scale for ``method.dab_groups`` (None = per channel; ``"all"`` = every channel)."""
+    if groups is None:
+        return None
+    if groups == "all":
+        return channels
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"method.dab_groups={groups!r}: expected null, a positive integer or 'all'")
+    return None if groups == 1 else min(groups, channels)
 
 
 class SignWeight(_SignZero, nn.Module):

@@ -3,7 +3,7 @@
 Layout (all integers little-endian; docs/DEPLOY.md is the full specification)::
 
     offset 0   8 bytes   magic  b"\\x89BDN\\r\\n\\x1a\\n"
-    offset 8   u32       format version (1)
+    offset 8   u32       format version (2)
     offset 12  u32       reserved flags (0)
     offset 16  u64       header length H in bytes
     offset 24  H bytes   header, UTF-8 JSON
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 MAGIC = b"\x89BDN\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGN = 64
 _PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, flags, header length
 _DIGEST = 32
@@ -141,7 +141,13 @@ def read_container(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, T
             why = "the file was modified or corrupted"
         raise _fail(path, f"SHA-256 checksum mismatch ({why}); refusing to load it")
     if version != FORMAT_VERSION:
-        raise _fail(path, f"format version {version} is not supported (this bindense reads version {FORMAT_VERSION})")
+        raise _fail(
+            path,
+            (
+                f"format version {version} is not supported (this bindense reads version {FORMAT_VERSION}; "
+                "re-export the model with scripts/export.py)"
+            ),
+        )
     start = _PREAMBLE.size
     try:
         header = json.loads(data[start : start + head_len].decode("utf-8"))

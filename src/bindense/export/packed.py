@@ -39,6 +39,7 @@ from bindense.export.container import (
 from bindense.utils.checkpoint import build_net
 
 KERNELS = ("float", "gemm", "xnor")
+RUNTIMES = ("torch", "native")
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: module paths a header config may instantiate (``_target_``); anything else is refused
 ALLOWED_TARGETS = ("bindense.", "torch.nn.")
@@ -190,6 +191,7 @@ def export_packed(
                         "channel_dim": cd,
                         "dtype": dtype_name(wb.dtype),
                         "parts": sorted(parts),
+                        "unit": describe_unit(unit),
                     }
                 )
                 counts["binary_weights"] += 1
@@ -213,6 +215,48 @@ def export_packed(
     }
     size = write_container(path, header, arrays)
     return {"path": str(path), "bytes": size, **counts}
+
+
+def describe_unit(unit: nn.Module) -> dict[str, Any]:
+    """What a runtime needs to know about a binary unit besides its tensors (stored in the header, checked on load).
+
+    ``activation`` names the activation binarizer (its thresholds are its stored parameters: RSign ``bias``,
+    BiSR ``k``/``b``, AdaBin ``alpha``/``beta``, DAB ``k``/``b`` with ``a`` for the scale);
+    ``dab_group_size`` is DAB's channels per scale (null: per channel).
+    """
+    act = unit.activation_binarizer
+    desc: dict[str, Any] = {
+        "type": type(unit).__name__,
+        "activation": type(act).__name__,
+        "dab_group_size": getattr(act, "group_size", None),
+        "in_channels": int(getattr(unit, "in_channels", getattr(unit, "in_features", 0))),
+        "bypass": unit.bypass,
+        "norm": unit.norm is not None,
+        "bias": unit.bias is not None,
+    }
+    if isinstance(unit, BinaryConv2d | BinaryConvTranspose2d):
+        desc.update(
+            kernel_size=list(unit.kernel_size),
+            stride=list(unit.stride),
+            padding=list(unit.padding) if isinstance(unit.padding, tuple) else unit.padding,
+            dilation=list(unit.dilation),
+            groups=int(unit.groups),
+        )
+    return desc
+
+
+def _check_unit(entry: Mapping[str, Any], unit: nn.Module, path: str | os.PathLike) -> None:
+    """Refuse a rebuilt unit that differs from the one the file describes (wrong config or model)."""
+    stored = entry.get("unit")
+    if stored is None:
+        return
+    actual = describe_unit(unit)
+    diff = {k: (v, actual.get(k)) for k, v in stored.items() if actual.get(k) != v}
+    if diff:
+        raise PackedFormatError(
+            f"{path}: unit {entry['module']!r} does not match the export: "
+            + ", ".join(f"{k} is {got!r}, the file expects {want!r}" for k, (want, got) in diff.items())
+        )
 
 
 def _package_version() -> str:
@@ -262,6 +306,7 @@ def load_packed(
     model: nn.Module | None = None,
     kernel: str = "float",
     map_location: str | torch.device = "cpu",
+    runtime: str = "torch",
 ) -> nn.Module:
     """Rebuild a model from a ``.bdn`` file (verified first); returns it in eval mode.
 
@@ -271,9 +316,18 @@ def load_packed(
             model exactly), or a packed binary kernel for the BiDense convs (``gemm``: +-1 GEMM with the DAB
             scale folded into the activations; ``xnor``: XNOR-popcount on integer words), see
             :mod:`bindense.export.kernels`. Units the kernel does not cover keep the float path.
+        runtime: ``torch`` (the model as above) or ``native``: binary convs on the bit-packed native kernels
+            with fused epilogues, weights kept packed, CPU only (:mod:`bindense.export.runtime`); it returns a
+            :class:`~bindense.export.runtime.NativeModel` that checks its input.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "native" and (kernel != "float" or torch.device(map_location).type != "cpu"):
+        raise ValueError(
+            "runtime='native' runs on the CPU with its own kernels: leave kernel='float', map_location='cpu'"
+        )
     header, arrays = read_container(path)
     if header.get("format") != "bindense-packed":
         raise PackedFormatError(f"{path}: header format is {header.get('format')!r}, not 'bindense-packed'")
@@ -299,6 +353,7 @@ def load_packed(
         raise PackedFormatError(f"{path}: the stored tensors do not match the model: {err}") from err
     for entry in binary.values():
         unit = model.get_submodule(entry["module"])
+        _check_unit(entry, unit, path)
         unit.weight_binarizer = PackedWeight(entry["encoding"], entry["channel_dim"])
         unit.weight.requires_grad_(False)
     if kernel != "float":
@@ -309,6 +364,11 @@ def load_packed(
             if PackedBinaryConv2d.supports(unit, entry["encoding"]):
                 packed = PackedBinaryConv2d.from_unit(unit, entry["parts"]["signs"], entry["parts"]["scale"], kernel)
                 replace_module(model, unit, packed)
+    if runtime == "native":
+        from bindense.export.runtime import to_native
+
+        with torch.no_grad():
+            return to_native(model.eval(), binary, replace_module).eval()
     return model.to(map_location).eval()
 
 

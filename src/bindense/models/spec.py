@@ -24,6 +24,7 @@ from torch import nn
 from bindense.binary import (
     ACTIVATIONS,
     BYPASSES,
+    DAB,
     SIGN_ZERO,
     WEIGHTS,
     BinaryConv2d,
@@ -35,6 +36,7 @@ from bindense.binary import (
     make_weight,
     set_sign_zero,
 )
+from bindense.binary.binarizers import dab_group_size
 
 LAYOUTS = ("bidense", "bnn", "fp32", "fp32_scratch")
 ACTS = ("relu", "gelu", "prelu", "rprelu", "maxout", "none")
@@ -105,6 +107,8 @@ class MethodSpec:
         transpose_scale: axis of a transposed conv's weight scale, ``input`` (authors) or ``output``.
         sign_zero: an exact zero binarizes to ``plus`` (+1) or ``zero`` (0, ``torch.sign``), weights and
             activations alike (docs/METHODS.md).
+        dab_groups: DAB scale per group of this many input channels, ``all`` (per sample) or null (per channel);
+            docs/DEPLOY.md "DAB groups".
     """
 
     name: str = "bidense"
@@ -122,8 +126,10 @@ class MethodSpec:
     vit_mlp_act: str = "gelu"
     transpose_scale: str = "input"
     sign_zero: str = "plus"
+    dab_groups: int | str | None = None
 
     def __post_init__(self) -> None:
+        dab_group_size(self.dab_groups, 1)  # validates the value
         checks = [
             ("layout", self.layout, LAYOUTS),
             ("activation", self.activation, tuple(ACTIVATIONS)),
@@ -221,7 +227,7 @@ class MethodSpec:
             bypass=(self.bypass if bypass is None else bypass) if binary else "none",
             norm=norm,
         )
-        return set_sign_zero(unit, self.sign_zero)
+        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
 
     def conv_transpose(
         self,
@@ -249,7 +255,7 @@ class MethodSpec:
             norm=norm,
         )
         unit.weight_binarizer = make_weight(self.weight, channel_dim=TRANSPOSE_SCALES.index(self.transpose_scale))
-        return set_sign_zero(unit, self.sign_zero)
+        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
 
     def linear(
         self,
@@ -268,7 +274,14 @@ class MethodSpec:
             weight=weight or self.linear_weight,
             bypass="none",
         )
-        return set_sign_zero(unit, self.sign_zero)
+        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
+
+    def _dab_grouped(self, unit):
+        """``unit`` with its DAB activation binarizer grouped per ``dab_groups`` (unchanged when null)."""
+        dab = unit.activation_binarizer
+        if self.dab_groups is not None and isinstance(dab, DAB):
+            unit.activation_binarizer = DAB(dab.channels, dab.channels_last, groups=self.dab_groups)
+        return unit
 
     def act(self, name: str, channels: int) -> nn.Module:
         """Activation by name (``block_act``/``decoder_act``/``fusion_act`` values or ``relu``)."""

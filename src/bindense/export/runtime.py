@@ -1,0 +1,342 @@
+"""The native runtime of ``.bdn`` exports: binary convs on the bit-packed kernels of :mod:`bindense.native`.
+
+``load_packed(path, runtime="native")`` replaces every exported ``BinaryConv2d`` by a :class:`NativeBinaryConv2d`
+that keeps only the packed weight words (1 bit per weight) and runs
+
+    y = out_scale[o] * S + out_bias[o] + residual
+
+with ``S`` the popcount sum of the +-1 activations and weights, ``out_scale`` = BN scale x weight scale x the
+activation's scalar scale, ``out_bias`` = BN shift (+ the conv bias through BN) and ``residual`` the unit's
+full-precision bypass (CFB), all fused into the kernel's epilogue. The other layers stay in torch.
+
+How each activation binarizer becomes packed bits (docs/DEPLOY.md, "Native runtime"):
+
+* ``sign``: bits of ``x``; ``rsign``: bits of ``x - (-bias)``; ``bisr``: bits of ``k x + b``.
+* ``adabin``: bits of ``(x - beta) / alpha``; the scalar ``alpha`` folds into ``out_scale``, the offset
+  ``alpha * beta`` (and AdaBin's weight offset) become border-exact correction maps added to the residual.
+* ``dab`` with ``dab_groups``: bits of ``s = x - (k mean(x) + b)`` and one scale per (sample, group), applied by
+  the kernel once per group (``channel_group_size``). Per-channel DAB is a weighted binary conv that no popcount
+  can express: it runs exactly as a torch float conv of DAB's output with the +-1 weights unpacked from the
+  packed storage at each call (the "float path").
+* Depthwise convs take the float path too (exact: the sum has 49 terms of +-1 x +-1 times per-channel scales):
+  torch's depthwise conv measured faster than the packed depthwise kernel, and their weights are kept as 1-bit
+  bytes instead of one 64-bit word per channel and tap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bindense import native
+from bindense.binary import BinaryConv2d, cfb
+from bindense.binary.binarizers import DAB, AdaBinActivation, BiSRActivation, RSign, SignActivation
+from bindense.export.bits import unpack_signs
+
+
+@dataclass
+class BinaryInput:
+    """A unit input turned into what the kernel takes.
+
+    ``bits``: packed activations; ``scale``: a scalar activation scale (or None); ``group_size`` /
+    ``group_scale``: DAB's scales per (sample, group); ``dense``: the float activation when the unit needs it
+    (per-channel DAB's float path, the AdaBin correction maps).
+    """
+
+    bits: Tensor | None = None
+    scale: Tensor | None = None
+    offset: Tensor | None = None
+    group_size: int | None = None
+    group_scale: Tensor | None = None
+    dense: Tensor | None = None
+
+
+class _Input(nn.Module):
+    """Base of the activation adapters: holds the original binarizer (its parameters) and packs an input."""
+
+    def __init__(self, binarizer: nn.Module) -> None:
+        super().__init__()
+        self.binarizer = binarizer
+
+    def dense(self, x: Tensor) -> Tensor:
+        """The binarized activation exactly as the unpacked model computes it."""
+        return self.binarizer(x)
+
+
+class _SignInput(_Input):
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        return BinaryInput(bits=native.pack_activations(x), dense=self.dense(x) if need_dense else None)
+
+
+class _RSignInput(_Input):
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        threshold = self.binarizer.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
+        return BinaryInput(bits=native.pack_activations(x, threshold), dense=self.dense(x) if need_dense else None)
+
+
+class _BiSRInput(_Input):
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        z = self.binarizer.k * x + self.binarizer.b
+        return BinaryInput(bits=native.pack_activations(z), dense=self.dense(x) if need_dense else None)
+
+
+class _AdaBinInput(_Input):
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        alpha, beta = self.binarizer.alpha.detach(), self.binarizer.beta.detach()
+        bits = native.pack_activations(((x - beta) / alpha).contiguous())
+        return BinaryInput(bits=bits, scale=alpha, offset=alpha * beta, dense=self.dense(x))
+
+
+class _DABInput(_Input):
+    """Grouped DAB (``dab_groups``); per-channel DAB units take the float path (:attr:`float_path`)."""
+
+    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
+        dab: DAB = self.binarizer
+        s = dab.centred(x)  # x - (k mean(x) + b), the same ops as DAB's forward
+        scale = dab.group_alpha(s).contiguous()
+        dense = dab(x) if need_dense else None
+        return BinaryInput(bits=native.pack_activations(s), group_size=dab.group_size, group_scale=scale, dense=dense)
+
+
+#: activation binarizer type -> its packing adapter
+INPUTS: dict[type[nn.Module], type[_Input]] = {
+    SignActivation: _SignInput,
+    RSign: _RSignInput,
+    BiSRActivation: _BiSRInput,
+    AdaBinActivation: _AdaBinInput,
+    DAB: _DABInput,
+}
+
+
+_BYTE_TO_PM1 = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1  # [256, 8]
+
+
+def unpack_words(w_bits: Tensor, channels: int) -> Tensor:
+    """+-1 float32 weight [O, channels, kh, kw] (a permuted view) from packed words [O, kh, kw, K].
+
+    One table lookup per byte (8 weights), several times faster than bit masking at every call.
+    """
+    o, kh, kw, k = w_bits.shape
+    pm1 = F.embedding(w_bits.view(torch.uint8).reshape(-1).int(), _BYTE_TO_PM1)
+    return pm1.view(o, kh, kw, k * 64)[..., :channels].permute(0, 3, 1, 2)
+
+
+def weight_levels(encoding: str, parts: Mapping[str, Tensor], out_channels: int) -> tuple[Tensor, Tensor | None]:
+    """``(half, mid)`` per output channel: the binarized weight is ``half[o] * (+-1) + mid[o]`` (mid None = 0)."""
+    if encoding == "sign":
+        return torch.ones(out_channels), None
+    if encoding == "scaled_sign":
+        return parts["scale"].float(), None
+    if encoding == "two_level":
+        hi, lo = parts["hi"].float(), parts["lo"].float()
+        return (hi - lo) / 2, (hi + lo) / 2
+    raise ValueError(f"unknown binary weight encoding {encoding!r}")
+
+
+def _fold_norm(unit: nn.Module, out_channels: int) -> tuple[Tensor, Tensor]:
+    """BN (eval) and the conv bias as ``y = s * conv + t`` per output channel."""
+    bias = unit.bias.detach().float() if unit.bias is not None else torch.zeros(out_channels)
+    bn = unit.norm
+    if bn is None:
+        return torch.ones(out_channels), bias
+    s = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+    return s, bn.bias.detach().float() + (bias - bn.running_mean.float()) * s
+
+
+class NativeBinaryConv2d(nn.Module):
+    """Inference-only binary conv unit on packed weight words (see the module docstring for the formula)."""
+
+    input_bits = 1
+    weight_bits = 1
+    is_binary = True
+
+    def __init__(self, unit: BinaryConv2d, encoding: str, parts: Mapping[str, Tensor], name: str) -> None:
+        super().__init__()
+        out_channels, cg, kh, kw = unit.weight.shape
+        self.name = name
+        self.in_channels, self.out_channels, self.groups = unit.in_channels, out_channels, unit.groups
+        self.kernel_size, self.stride, self.padding = tuple(unit.kernel_size), tuple(unit.stride), tuple(unit.padding)
+        self.bypass = unit.bypass
+        self.activation = INPUTS[type(unit.activation_binarizer)](unit.activation_binarizer)
+        signs = unpack_signs(parts["signs"], [out_channels, cg, kh, kw])
+        pm1 = signs.float() * 2 - 1
+        self.weight_shape = (out_channels, cg, kh, kw)
+        if self.depthwise:  # one input channel per word would waste 63 of 64 bits: keep the file's 1-bit bytes
+            self.register_buffer("w_signs", parts["signs"].clone())
+            self.register_buffer("w_bits", None)
+        else:
+            self.register_buffer("w_signs", None)
+            self.register_buffer("w_bits", native.pack_weights(pm1))
+        half, mid = weight_levels(encoding, parts, out_channels)
+        s, t = _fold_norm(unit, out_channels)
+        self.register_buffer("out_scale", (s * half).contiguous())
+        self.register_buffer("out_bias", t.contiguous())
+        # AdaBin: the weight offset mid[o] meets the box sum of the activation; the activation offset meets the
+        # per-tap sum of the +-1 weights (both exact at the borders, where the model pads with zeros)
+        self.register_buffer("mid_scale", (s * mid).contiguous() if mid is not None else None)
+        offset = isinstance(unit.activation_binarizer, AdaBinActivation)
+        taps = pm1.sum(dim=1, keepdim=True) * (s * half).view(-1, 1, 1, 1) if offset else None
+        self.register_buffer("tap_sums", taps)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.in_channels == self.out_channels
+
+    @property
+    def float_path(self) -> bool:
+        """Whether the unit runs as an exact float conv of its binarized input with the unpacked +-1 weights.
+
+        Per-channel DAB outside a depthwise conv needs it (a weighted binary conv). Depthwise convs take it too:
+        with one input channel per output there is no channel dimension to pack, and torch's float depthwise conv
+        measured several times faster than the packed depthwise kernel (docs/DEPLOY.md section 7).
+        """
+        dab = self.activation.binarizer
+        return self.depthwise or (isinstance(dab, DAB) and dab.group_size is None)
+
+    def pm1_weight(self) -> Tensor:
+        """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
+        if self.w_bits is None:
+            return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
+        return unpack_words(self.w_bits, self.in_channels // self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, bypass={self.bypass}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.in_channels, f"unit {self.name!r}")
+        x = x.contiguous()
+        if self.float_path:
+            inp = BinaryInput(dense=self.activation.dense(x))  # AdaBin's offset is inside the dense activation
+        else:
+            inp = self.activation(x, self.mid_scale is not None)
+        residual = self._residual(x, inp)
+        if inp.bits is None:  # exact float conv of the binarized input with the unpacked +-1 weights
+            y = F.conv2d(inp.dense, self.pm1_weight(), None, self.stride, self.padding, 1, self.groups)
+            y = torch.addcmul(self.out_bias.view(-1, 1, 1), y, self.out_scale.view(-1, 1, 1))
+            return y if residual is None else y.add_(residual)
+        out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
+        return native.binary_conv2d(
+            inp.bits,
+            self.w_bits,
+            self.in_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.groups,
+            channel_group_size=inp.group_size,
+            group_scale=inp.group_scale,
+            out_scale=out_scale,
+            out_bias=self.out_bias,
+            residual=residual,
+        )
+
+    def _box_sum(self, a: Tensor) -> Tensor:
+        """Sum of ``a`` over each output's window (zero padded) and the input channels of its group."""
+        n, c, h, w = a.shape
+        per_group = a.view(n, self.groups, c // self.groups, h, w).sum(dim=2)
+        ones = a.new_ones(self.groups, 1, *self.kernel_size)
+        box = F.conv2d(per_group, ones, None, self.stride, self.padding, 1, self.groups)
+        return box.repeat_interleave(self.out_channels // self.groups, dim=1)
+
+    def _residual(self, x: Tensor, inp: BinaryInput) -> Tensor | None:
+        """The bypass plus AdaBin's offset corrections, float32 [N, O, Ho, Wo] (None when there is none)."""
+        terms = []
+        if self.bypass == "cfb":
+            ho = (x.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
+            wo = (x.shape[3] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
+            shortcut = (
+                x if (ho, wo) == tuple(x.shape[-2:]) else F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+            )
+            terms.append(cfb(shortcut, self.out_channels))
+        if inp.offset is not None:
+            ones = x.new_ones(1, 1, *x.shape[-2:])
+            terms.append(F.conv2d(ones, self.tap_sums, None, self.stride, self.padding) * inp.offset.detach())
+        if self.mid_scale is not None:
+            terms.append(self._box_sum(inp.dense) * self.mid_scale.view(-1, 1, 1))
+        if not terms:
+            return None
+        out = terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
+        return out.float().contiguous()
+
+
+def check_input(x: Any, channels: int, where: str) -> None:
+    """Raise a clear error unless ``x`` is a float32 tensor ``[N, channels, H, W]``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{where}: expected a float32 tensor [N, {channels}, H, W], got {type(x).__name__}")
+    if x.dtype != torch.float32 or x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(
+            f"{where}: expected a float32 tensor [N, {channels}, H, W] (the channel count of the export), "
+            f"got {x.dtype} {list(x.shape)}"
+        )
+
+
+class NativeModel(nn.Module):
+    """A loaded export on the native runtime: checks the input, then runs the model (outputs unchanged)."""
+
+    def __init__(self, model: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        self.model = model
+        self.in_channels = in_channels
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        check_input(x, self.in_channels, "load_packed(runtime='native') model input")
+        if not x.is_contiguous():
+            raise ValueError(
+                "load_packed(runtime='native') model input: expected a contiguous tensor (NCHW, "
+                "torch.contiguous_format); call x.contiguous() first"
+            )
+        return self.model(x, *args, **kwargs)
+
+
+def supports(unit: nn.Module) -> bool:
+    """Whether ``unit`` runs on the native kernels: a binary ``BinaryConv2d`` with zero padding, no dilation."""
+    return (
+        type(unit) is BinaryConv2d
+        and type(unit.activation_binarizer) in INPUTS
+        and tuple(unit.dilation) == (1, 1)
+        and unit.padding_mode == "zeros"
+        and isinstance(unit.padding, tuple)
+    )
+
+
+def to_native(
+    model: nn.Module,
+    binary: Mapping[str, Mapping[str, Any]],
+    replace: Callable[[nn.Module, nn.Module, nn.Module], int],
+) -> NativeModel:
+    """Swap every supported binary unit of a loaded model for :class:`NativeBinaryConv2d` and wrap the model."""
+    for entry in binary.values():
+        unit = model.get_submodule(entry["module"])
+        if supports(unit):
+            replace(model, unit, NativeBinaryConv2d(unit, entry["encoding"], entry["parts"], entry["module"]))
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | NativeBinaryConv2d)), None)
+    return NativeModel(model, first.in_channels if first is not None else 3)
+
+
+def prepared_weight_bytes(module: nn.Module) -> int:
+    """Bytes of the kernel-layout weight copies :mod:`bindense.native` caches for ``module``'s packed units
+    (made at the first call of each unit; 0 before)."""
+    cache = getattr(native, "_WEIGHT_CACHE", {})  # keyed by id(w_bits): (key, (weights, popcounts))
+    total = 0
+    for m in module.modules():
+        if isinstance(m, NativeBinaryConv2d) and m.w_bits is not None and id(m.w_bits) in cache:
+            total += sum(t.untyped_storage().nbytes() for t in cache[id(m.w_bits)][1])
+    return total
+
+
+def resident_bytes(module: nn.Module) -> int:
+    """Bytes that stay in memory for ``module``: the distinct storages of its parameters and buffers, plus the
+    native kernels' cached weight layouts of its units (:func:`prepared_weight_bytes`; run a forward first)."""
+    seen: dict[int, int] = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values()) + prepared_weight_bytes(module)

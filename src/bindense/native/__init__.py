@@ -1,0 +1,187 @@
+"""Bit-packed binary convolutions on the CPU: XNOR + popcount kernels in C++ with run-time ISA dispatch.
+
+Bits: 1 where the value is >= 0 (sign(0) = +1), 0 where it is < 0; 64 channels per int64 word, bit j of word k =
+channel 64k + j, unused high bits 0. Activations are packed NHWC ([N, H, W, ceil(C/64)]), weights
+[O, kh, kw, ceil(Cg/64)]. Padding contributes 0 to every sum (as the zero-padded +-1 model does).
+
+ISA paths (:func:`isa`): ``avx512`` (AVX-512 with VPOPCNTDQ), ``avx2`` (vpshufb popcount), ``generic`` (portable
+C++), ``torch`` (no native build: the pure-torch oracle in :mod:`bindense.native.reference`). The best path this
+CPU supports is used; ``BINDENSE_ISA=avx2|generic|torch`` (read at each call) or :func:`set_isa` forces a lower
+one. docs/NATIVE.md describes the design.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+
+from bindense.native import build, reference
+from bindense.native.checks import ConvSpec, check_conv, check_output
+from bindense.native.reference import pack_weights, unpack_activations, unpack_weights
+
+__all__ = [
+    "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
+    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "prepared_bytes", "ISAS",
+]
+
+ISAS = ("avx512", "avx2", "generic", "torch")  # best first
+_forced: list[str | None] = [None]
+_WEIGHT_CACHE: dict[int, tuple] = {}  # id(w_bits) -> (key, prepared layout); dropped when w_bits dies
+
+
+def available() -> bool:
+    """True when the C++ extension is built and loaded (compiles it on the first call)."""
+    return build.extension() is not None
+
+
+def supported_isas() -> list[str]:
+    """The native ISA paths this CPU can run, best first (``["torch"]`` when there is no native build)."""
+    ext = build.extension()
+    return list(ext.cpu_isas()) if ext is not None else ["torch"]
+
+
+def set_isa(name: str | None) -> None:
+    """Force an ISA path for this process (``None``: back to ``BINDENSE_ISA`` / the best one)."""
+    if name is not None:
+        _validate(name, "set_isa")
+    _forced[0] = name
+
+
+def _validate(name: str, where: str) -> str:
+    if name not in ISAS:
+        raise ValueError(f"bindense.native: {where}={name!r} is not an ISA path; expected one of {list(ISAS)}")
+    if name != "torch" and name not in supported_isas():
+        raise ValueError(f"bindense.native: {where}={name!r} is not supported here; this CPU and build run "
+                         f"{supported_isas()} (and 'torch')")
+    return name
+
+
+def isa() -> str:
+    """The ISA path the next call uses: :func:`set_isa`, else ``$BINDENSE_ISA``, else the best supported."""
+    if _forced[0] is not None:
+        return _forced[0]
+    env = os.environ.get("BINDENSE_ISA", "").strip()
+    if env:
+        return _validate(env, "BINDENSE_ISA")
+    return supported_isas()[0]
+
+
+def pack_activations(x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """Pack float32 activations [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold >= 0).
+
+    ``threshold``: None (0), [C] (per channel) or [N, C] (per sample and channel, e.g. DAB's tau).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.pack_activations: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
+        raise ValueError(f"bindense.native.pack_activations: threshold must be float32 [{c}] or [{n}, {c}], got "
+                         f"{threshold.dtype} {list(threshold.shape)}")
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        return reference.pack_activations(x, threshold)
+    thr = threshold.expand(n, c).contiguous() if threshold is not None else None
+    return ext.pack_activations(x.contiguous(), thr)
+
+
+def _prepared(ext, spec: ConvSpec, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights in the ISA's blocked layout, cached on the ``w_bits`` tensor (rebuilt if it is modified)."""
+    w = spec.w_bits
+    key = (name, spec.in_channels, spec.groups, spec.channel_group_size or 0, w._version)
+    entry = _WEIGHT_CACHE.get(id(w))
+    if entry is None or entry[0] != key:
+        if entry is None:
+            weakref.finalize(w, _WEIGHT_CACHE.pop, id(w), None)
+        entry = (key, tuple(ext.prepare_weights(w, spec.in_channels, spec.groups, spec.channel_group_size or 0,
+                                                name)))
+        _WEIGHT_CACHE[id(w)] = entry
+    return entry[1]
+
+
+def prepared_bytes(w_bits: torch.Tensor) -> int:
+    """Bytes of the cached ISA layout of ``w_bits`` (a second copy of the weights, built at its first conv; 0 if
+    none): count it in a model's resident size."""
+    entry = _WEIGHT_CACHE.get(id(w_bits))
+    return sum(t.numel() * t.element_size() for t in entry[1]) if entry is not None else 0
+
+
+def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
+    name = isa()
+    ext = build.extension() if name != "torch" else None
+    if ext is None:
+        return None
+    epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name, out)
+    if spec.groups == spec.in_channels == spec.out_channels > 1:
+        return ext.depthwise_conv2d(spec.x_bits, spec.w_bits, spec.in_channels, *spec.kernel_size, *spec.stride,
+                                    *spec.padding, spec.channel_group_size or 0, *epi)
+    wt, wpop = _prepared(ext, spec, name)
+    return ext.conv2d(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size, *spec.stride,
+                      *spec.padding, spec.groups, spec.channel_group_size or 0, *epi)
+
+
+def binary_conv2d(
+    x_bits: torch.Tensor,
+    w_bits: torch.Tensor,
+    in_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    channel_group_size: int | None = None,
+    group_scale: torch.Tensor | None = None,
+    out_scale: torch.Tensor | None = None,
+    out_bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo] (written into ``out`` if given).
+
+    ``y = out_scale[o] * S + out_bias[o] + residual``, ``S`` = sum over the taps inside the image and the input
+    channels of o's group of sign_x * sign_w (an exact integer); with ``channel_group_size=g`` and
+    ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
+    channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.
+    ``out``: a contiguous float32 [N, O, Ho, Wo] buffer to reuse (a fresh large output costs page faults).
+    """
+    spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, groups, channel_group_size,
+                      group_scale, out_scale, out_bias, residual)
+    if out is not None:
+        check_output(out, spec)
+    y = _native(spec, out)
+    if y is not None:
+        return y
+    y = reference.binary_conv2d(spec)
+    return out.copy_(y) if out is not None else y
+
+
+def binary_conv_transpose2d(
+    x_bits: torch.Tensor,
+    w_bits: torch.Tensor,
+    in_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int] = 0,
+    out_scale: torch.Tensor | None = None,
+    out_bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary transposed conv with kernel == stride (DPT's 2x2/2, 4x4/4): float32 [N, O, Ho, Wo].
+
+    ``w_bits`` = ``pack_weights(w.permute(1, 0, 2, 3))`` for a ConvTranspose2d weight ``w`` [C_in, C_out, kh, kw].
+    Each output pixel gets exactly one tap of every input channel; same epilogue as :func:`binary_conv2d`.
+    """
+    spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, 1, None, None, out_scale,
+                      out_bias, residual, transposed=True)
+    if isa() == "torch" or build.extension() is None:
+        return reference.binary_conv_transpose2d(spec)
+    # Every tap is a 1x1 conv: one native 1x1 conv with kh*kw*O outputs, then interleave the taps spatially.
+    n, h, w, k = spec.x_bits.shape
+    (kh, kw), o = spec.kernel_size, spec.out_channels
+    w_taps = spec.w_bits.permute(1, 2, 0, 3).reshape(kh * kw * o, 1, 1, k)
+    s = binary_conv2d(spec.x_bits, w_taps, spec.in_channels, 1)
+    s = s.view(n, kh, kw, o, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, o, h * kh, w * kw)
+    (ph, pw), (ho, wo) = spec.padding, spec.out_hw
+    s = s[:, :, ph:ph + ho, pw:pw + wo]
+    return reference.epilogue(s, spec).contiguous()

@@ -1,0 +1,349 @@
+// bindense.native C++ extension: argument plumbing, input/weight re-packing, ISA dispatch and threading.
+// The kernels live in isa_*.cpp (one translation unit per ISA, no torch headers there); this file picks one at run
+// time (__builtin_cpu_supports) and runs it over output rows on torch's intra-op threads.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "kernel.h"
+
+namespace bdn {
+#define BDN_DECLARE_ISA(ns)                                      \
+  namespace ns {                                                 \
+  int block();                                                   \
+  int planes();                                                  \
+  void conv_rows(const ConvArgs& a, int64_t begin, int64_t end); \
+  void dw_rows(const DwArgs& a, int64_t begin, int64_t end);     \
+  }
+BDN_DECLARE_ISA(avx512)
+BDN_DECLARE_ISA(avx2)
+BDN_DECLARE_ISA(generic)
+
+namespace {
+
+struct Isa {
+  const char* name;
+  bool (*supported)();
+  int (*block)();
+  int (*planes)();
+  void (*conv_rows)(const ConvArgs&, int64_t, int64_t);
+  void (*dw_rows)(const DwArgs&, int64_t, int64_t);
+};
+
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vpopcntdq");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2"); }
+bool always() { return true; }
+
+const Isa kIsas[] = {  // best first
+    {"avx512", has_avx512, avx512::block, avx512::planes, avx512::conv_rows, avx512::dw_rows},
+    {"avx2", has_avx2, avx2::block, avx2::planes, avx2::conv_rows, avx2::dw_rows},
+    {"generic", always, generic::block, generic::planes, generic::conv_rows, generic::dw_rows},
+};
+
+const Isa& find_isa(const std::string& name) {
+  for (const Isa& isa : kIsas)
+    if (name == isa.name) {
+      TORCH_CHECK(isa.supported(), "bindense.native: ISA path '", name, "' is not supported by this CPU");
+      return isa;
+    }
+  TORCH_CHECK(false, "bindense.native: unknown ISA path '", name, "' (expected avx512, avx2 or generic)");
+}
+
+const float* opt_ptr(const c10::optional<at::Tensor>& t, const char* name) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(), "bindense.native: ",
+              name, " must be a contiguous float32 CPU tensor");
+  return t->data_ptr<float>();
+}
+
+// `len` bits of a packed channel row starting at bit `start`, as Kd words (bits past len zeroed).
+inline void extract_bits(const uint64_t* src, int64_t nsrc, int64_t start, int64_t len, uint64_t* dst, int64_t Kd) {
+  for (int64_t q = 0; q < Kd; ++q) {
+    const int64_t b = start + 64 * q, rem = len - 64 * q;
+    uint64_t v = 0;
+    if (rem > 0) {
+      const int64_t wi = b >> 6, sh = b & 63;
+      v = src[wi] >> sh;
+      if (sh && wi + 1 < nsrc) v |= src[wi + 1] << (64 - sh);
+      if (rem < 64) v &= (uint64_t(1) << rem) - 1;
+    }
+    dst[q] = v;
+  }
+}
+
+constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
+
+// Rows per parallel chunk so that each chunk does >= 2^17 elementary steps: a small copy or pack stays on one thread
+// (a fork/join costs more than it saves, and far more when the cores are shared).
+inline int64_t grain(int64_t work_per_row) {
+  return std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, work_per_row));
+}
+
+// Runs body(begin, end) over [0, n) on torch's intra-op threads, handing out chunks from a shared counter: a
+// thread that is descheduled (shared cores) leaves its work to the others instead of holding up the join.
+template <typename F>
+void dynamic_parallel(int64_t n, const F& body) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+  if (threads <= 1) return body(0, n);
+  const int64_t chunk = std::max<int64_t>(1, n / (threads * 16));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) body(b, std::min(b + chunk, n));
+  });
+}
+
+// The caller's output buffer (checked) or a new one.
+at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef shape) {
+  if (!out.has_value()) return at::empty(shape, at::kFloat);
+  TORCH_CHECK(out->scalar_type() == at::kFloat && out->is_contiguous() && out->device().is_cpu() &&
+                  out->sizes() == shape, "bindense.native: out must be a contiguous float32 CPU tensor ", shape);
+  return *out;
+}
+
+// kSignBytes[b]: the 8 bits of byte b as 8 int8 signs (+1 for a set bit, -1 for a clear one), little-endian.
+struct SignBytes {
+  uint64_t v[256];
+  SignBytes() {
+    for (int b = 0; b < 256; ++b) {
+      uint64_t q = 0;
+      for (int j = 0; j < 8; ++j) q |= uint64_t(((b >> j) & 1) ? 0x01 : 0xFF) << (8 * j);
+      v[b] = q;
+    }
+  }
+};
+const SignBytes kSignBytes;
+
+at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
+                     const c10::optional<at::Tensor>& gscale, const float* os, const float* ob, const float* res,
+                     const c10::optional<at::Tensor>& out) {
+  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw, Cp = 64 * K;
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  auto xs = at::zeros({N, Hp, Wp, Cp}, at::kChar);
+  auto wm = at::zeros({T, Cp}, at::kChar);
+  const uint64_t* xp = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
+  const uint64_t* wp = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
+  int8_t* xsp = xs.data_ptr<int8_t>();
+  const uint64_t tail = C % 64 ? (uint64_t(1) << (8 * (C % 8))) - 1 : ~uint64_t(0);  // bytes of the last 8 kept
+  at::parallel_for(0, N * H, grain(W * Cp), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / H, y = r % H;
+      for (int64_t x = 0; x < W; ++x) {
+        const uint64_t* src = xp + ((n * H + y) * W + x) * K;
+        uint64_t* dst = reinterpret_cast<uint64_t*>(xsp + ((n * Hp + y + ph) * Wp + x + pw) * Cp);
+        for (int64_t q = 0; q < 8 * K && 8 * q < C; ++q) {  // 8 channels per step; channels >= C stay 0
+          uint64_t v = kSignBytes.v[(src[q >> 3] >> (8 * (q & 7))) & 0xFF];
+          if (8 * q + 8 > C) v &= tail;
+          dst[q] = v;
+        }
+      }
+    }
+  });
+  int8_t* wmp = wm.data_ptr<int8_t>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) wmp[t * Cp + c] = (wp[c * T + t] & 1) ? 0 : -1;
+  at::Tensor chs;
+  if (gscale.has_value()) {
+    auto idx = at::arange(C, at::kLong).div(cgs, "floor");
+    chs = gscale->index_select(1, idx).contiguous();
+  }
+  auto y = output(out, {N, C, Ho, Wo});
+  DwArgs a{xsp, wmp, chs.defined() ? chs.data_ptr<float>() : nullptr, os, ob, res, y.data_ptr<float>(),
+           N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw};
+  dynamic_parallel(N * Ho, [&](int64_t b, int64_t e) { isa.dw_rows(a, b, e); });
+  return y;
+}
+
+}  // namespace
+
+std::vector<std::string> cpu_isas() {
+  std::vector<std::string> out;
+  for (const Isa& isa : kIsas)
+    if (isa.supported()) out.emplace_back(isa.name);
+  return out;
+}
+
+// Segments: each conv group splits into D runs of e consecutive input channels (the DAB groups inside it).
+struct Segments {
+  int64_t Cg, e, D, Kd;
+  Segments(int64_t C, int64_t G, int64_t cgs)
+      : Cg(C / G), e((cgs > 0 && cgs < C / G) ? cgs : C / G), D((Cg + e - 1) / e), Kd((e + 63) / 64) {}
+  int64_t len(int64_t d) const { return std::min(e, Cg - d * e); }
+};
+
+void check_bits(const at::Tensor& t, const char* name, const char* shape) {
+  TORCH_CHECK(t.dim() == 4 && t.scalar_type() == at::kLong && t.is_contiguous() && t.device().is_cpu(),
+              "bindense.native: ", name, " must be a contiguous int64 CPU tensor ", shape);
+}
+
+// Weights in the layout of one ISA: [G][nOB][D][T][Kd][planes][OB] words, OB output channels interleaved (zero
+// words for the padding channels), and the popcount of every tap [G][Ogp][D][T] (border corrections).
+std::vector<at::Tensor> prepare_weights(const at::Tensor& wb, int64_t C, int64_t G, int64_t cgs,
+                                        const std::string& isa_name) {
+  const Isa& isa = find_isa(isa_name);
+  check_bits(wb, "w_bits", "[O, kh, kw, ceil(Cg/64)]");
+  TORCH_CHECK(G >= 1 && C % G == 0 && wb.size(0) % G == 0, "bindense.native: channels do not divide into groups");
+  const Segments s(C, G, cgs);
+  const int64_t O = wb.size(0), T = wb.size(1) * wb.size(2), Kg = wb.size(3);
+  TORCH_CHECK(Kg == (s.Cg + 63) / 64, "bindense.native: w_bits has ", Kg, " words per tap, expected ",
+              (s.Cg + 63) / 64);
+  TORCH_CHECK(T <= kMaxTaps, "bindense.native: kernel has more than ", kMaxTaps, " taps");
+  const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
+  auto wt = at::zeros({G * nOB * s.D * T * s.Kd * PL * OB}, at::kLong);
+  auto wpop = at::zeros({G * Ogp * s.D * T}, at::kInt);
+  const uint64_t* src0 = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
+  uint64_t* dst = reinterpret_cast<uint64_t*>(wt.data_ptr<int64_t>());
+  int32_t* pop = wpop.data_ptr<int32_t>();
+  std::vector<uint64_t> tmp(s.Kd);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t oo = 0; oo < Og; ++oo)
+      for (int64_t d = 0; d < s.D; ++d)
+        for (int64_t t = 0; t < T; ++t) {
+          extract_bits(src0 + ((g * Og + oo) * T + t) * Kg, Kg, d * s.e, s.len(d), tmp.data(), s.Kd);
+          int32_t pc = 0;
+          for (int64_t k = 0; k < s.Kd; ++k) {
+            uint64_t* q = dst + ((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * PL * OB + oo % OB;
+            if (PL == 2) {
+              q[0] = tmp[k] & kLowNibbles;
+              q[OB] = (tmp[k] >> 4) & kLowNibbles;
+            } else {
+              q[0] = tmp[k];
+            }
+            pc += __builtin_popcountll(tmp[k]);
+          }
+          pop[((g * Ogp + oo) * s.D + d) * T + t] = pc;
+        }
+  return {wt, wpop};
+}
+
+at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& wpop, int64_t C, int64_t O,
+                  int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G, int64_t cgs,
+                  const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
+                  const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out) {
+  const Isa& isa = find_isa(isa_name);
+  check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
+  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
+  TORCH_CHECK(K == (C + 63) / 64, "bindense.native: x_bits has ", K, " words per pixel, expected ", (C + 63) / 64);
+  const Segments s(C, G, cgs);
+  const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
+  TORCH_CHECK(wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB && wpop.numel() == G * Ogp * s.D * T,
+              "bindense.native: prepared weights do not match this conv (prepare_weights with the same ISA)");
+  const float* os = opt_ptr(out_scale, "out_scale");
+  const float* obias = opt_ptr(out_bias, "out_bias");
+  const float* res = opt_ptr(residual, "residual");
+  if (gscale.has_value()) opt_ptr(gscale, "group_scale");
+  const int64_t XS = G * s.D * s.Kd;
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  std::vector<int32_t> seg_len(s.D);
+  for (int64_t d = 0; d < s.D; ++d) seg_len[d] = static_cast<int32_t>(s.len(d));
+
+  // Zero-padded input, segment-packed: [N][Hp][Wp][planes][G][D][Kd] (AVX2: low and high nibble planes).
+  auto xpad = at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
+  const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
+  uint64_t* xdst = reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
+  at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
+    for (int64_t r = b; r < en; ++r) {
+      const int64_t n = r / H, y = r % H;
+      for (int64_t x = 0; x < W; ++x) {
+        const uint64_t* src = xsrc + ((n * H + y) * W + x) * K;
+        uint64_t* dst = xdst + ((n * Hp + y + ph) * Wp + x + pw) * PL * XS;
+        if (XS == K) {
+          for (int64_t k = 0; k < K; ++k) dst[k] = src[k];
+        } else {
+          for (int64_t g = 0; g < G; ++g)
+            for (int64_t d = 0; d < s.D; ++d)
+              extract_bits(src, K, g * s.Cg + d * s.e, seg_len[d], dst + (g * s.D + d) * s.Kd, s.Kd);
+        }
+        if (PL == 2)
+          for (int64_t k = 0; k < XS; ++k) {
+            dst[XS + k] = (dst[k] >> 4) & kLowNibbles;
+            dst[k] &= kLowNibbles;
+          }
+      }
+    }
+  });
+
+  // DAB group scale of each segment: the group holding the segment's first channel.
+  at::Tensor sscale;
+  if (gscale.has_value()) {
+    auto idx = at::empty({G * s.D}, at::kLong);
+    int64_t* ip = idx.data_ptr<int64_t>();
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t d = 0; d < s.D; ++d) ip[g * s.D + d] = (g * s.Cg + d * s.e) / cgs;
+    sscale = gscale->index_select(1, idx).contiguous();
+  }
+
+  auto y = output(out, {N, O, Ho, Wo});
+  ConvArgs a{xdst, reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>()), wpop.data_ptr<int32_t>(),
+             seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
+             y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
+             ph, pw};
+  dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
+  return y;
+}
+
+at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
+                            int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t cgs,
+                            const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
+                            const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
+                            const std::string& isa_name, const c10::optional<at::Tensor>& out) {
+  const Isa& isa = find_isa(isa_name);
+  check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
+  check_bits(wb, "w_bits", "[C, kh, kw, 1]");
+  TORCH_CHECK(xb.size(3) == (C + 63) / 64 && wb.size(0) == C && wb.size(1) == kh && wb.size(2) == kw &&
+                  wb.size(3) == 1, "bindense.native: depthwise shapes do not match C=", C);
+  if (gscale.has_value()) opt_ptr(gscale, "group_scale");
+  return depthwise(isa, xb, wb, C, kh, kw, sh, sw, ph, pw, cgs, gscale, opt_ptr(out_scale, "out_scale"),
+                   opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"), out);
+}
+
+// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0).
+at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>& thr) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64;
+  const float* tp = opt_ptr(thr, "threshold");
+  if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
+  auto out = at::empty({N, H, W, K}, at::kLong);
+  const float* xp = x.data_ptr<float>();
+  uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  constexpr int64_t PB = 16;
+  at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / H, y = r % H;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i0 = 0; i0 < W; i0 += PB) {
+          const int64_t np = std::min(PB, W - i0), nc = std::min<int64_t>(64, C - 64 * k);
+          uint64_t acc[PB] = {};
+          for (int64_t j = 0; j < nc; ++j) {
+            const int64_t c = 64 * k + j;
+            const float t = tp ? tp[n * C + c] : 0.f;
+            const float* xr = xp + ((n * C + c) * H + y) * W + i0;
+            for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
+          }
+          for (int64_t p = 0; p < np; ++p) op[(r * W + i0 + p) * K + k] = acc[p];
+        }
+    }
+  });
+  return out;
+}
+
+}  // namespace bdn
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("cpu_isas", &bdn::cpu_isas, "native ISA paths this CPU supports, best first");
+  m.def("prepare_weights", &bdn::prepare_weights, "packed weights in the layout of one ISA path");
+  m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");
+  m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
+  m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
+}

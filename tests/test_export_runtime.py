@@ -1,0 +1,223 @@
+"""``load_packed(path, runtime="native")``: binary convs on the bit-packed kernels, against the unpacked model."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bindense import native
+from bindense.export import PackedFormatError, export_packed, load_packed
+from bindense.export.runtime import NativeBinaryConv2d, NativeModel, resident_bytes
+from bindense.models import build_model
+
+REACTNET = dict(layout="bnn", activation="rsign", weight="scaled_sign", block_act="prelu", decoder_act="prelu",
+                fusion_act="rprelu", bias=False)  # fmt: skip
+METHODS: dict[str, dict[str, Any]] = {
+    "bidense": dict(layout="bidense"),
+    "bidense_g64": dict(layout="bidense", dab_groups=64),
+    "bidense_g3": dict(layout="bidense", dab_groups=3),
+    "bidense_all": dict(layout="bidense", dab_groups="all"),
+    "reactnet": REACTNET,
+    "bnn": dict(layout="bnn"),
+    "cfb_only": dict(layout="bidense", activation="rsign"),
+    "bisrnet": dict(layout="bnn", activation="bisr", weight="scaled_sign", downsample="bisr", bias=False),
+    "adabin": dict(
+        layout="bnn",
+        activation="adabin",
+        weight="adabin",
+        block_act="maxout",
+        decoder_act="maxout",
+        fusion_act="maxout",
+        bias=False,
+    ),  # fmt: skip
+}
+
+
+def _config(method: dict[str, Any]) -> dict[str, Any]:
+    model = dict(_target_="bindense.models.build_model", decoder="upernet", backbone="convnext", width="nano",
+                 method=method, tasks=["seg"], num_classes=13)  # fmt: skip
+    return {"model": model}
+
+
+def _perturbed(method: dict[str, Any], seed: int = 1) -> nn.Module:
+    """A nano UperNet whose parameters and BN statistics are moved away from their init."""
+    torch.manual_seed(seed)
+    model = build_model(**{k: v for k, v in _config(method)["model"].items() if k != "_target_"})
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return model.eval()
+
+
+def _export(tmp_path: Path, method: dict[str, Any], model: nn.Module | None = None) -> Path:
+    path = tmp_path / "m.bdn"
+    export_packed(model if model is not None else _perturbed(method), path, config=_config(method))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_native_unit_equals_the_unpacked_unit(tmp_path: Path, name: str) -> None:
+    """Each binary unit, fed the same input, gives the torch unit's output up to float rounding."""
+    path = _export(tmp_path, METHODS[name])
+    reference, packed = load_packed(path), load_packed(path, runtime="native")
+    assert isinstance(packed, NativeModel)
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    units = {n: m for n, m in packed.model.named_modules() if isinstance(m, NativeBinaryConv2d)}
+    assert len(units) >= 25  # every binary conv of the nano UperNet
+
+    def keep(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            seen.setdefault(name, (inputs[0], output))
+
+        return hook
+
+    hooks = [reference.get_submodule(n).register_forward_hook(keep(n)) for n in units]
+    with torch.no_grad():
+        reference(torch.randn(2, 3, 64, 80))
+        for hook in hooks:
+            hook.remove()
+        for n, (x, want) in seen.items():
+            got = units[n](x.contiguous())
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=n)
+
+
+def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatch) -> None:
+    calls = {"binary": 0}
+    real = native.binary_conv2d
+
+    def counting(*args, **kwargs):
+        calls["binary"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "binary_conv2d", counting)
+    x = torch.randn(1, 3, 64, 80)
+    for name in ("bidense_g64", "reactnet", "bidense"):
+        packed = load_packed(_export(tmp_path, METHODS[name]), runtime="native")
+        units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
+        per_channel = name == "bidense"
+        assert all(m.float_path == (m.depthwise or per_channel) for m in units)
+        assert all((m.w_bits is None) == m.depthwise for m in units)  # depthwise weights kept as 1-bit bytes
+        calls["binary"] = 0
+        with torch.no_grad():
+            packed(x)
+        popcount_units = sum(not m.float_path for m in units)
+        assert calls["binary"] >= popcount_units and (calls["binary"] == 0) == per_channel
+
+
+@pytest.mark.parametrize("name", ["bidense_g64", "reactnet"])
+def test_whole_model_close_and_weights_stay_packed(tmp_path: Path, name: str) -> None:
+    path = _export(tmp_path, METHODS[name])
+    reference, packed = load_packed(path), load_packed(path, runtime="native")
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        want, got = reference(x)["seg"], packed(x)["seg"]
+    assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.999
+    binary_weights = sum(u.weight.numel() for u in reference.modules() if getattr(u, "is_binary", False))
+    saved = resident_bytes(reference) - resident_bytes(packed)
+    assert saved > 0.9 * binary_weights * 4  # the float copies of the 1-bit weights are gone
+
+
+def test_bad_input_is_refused_with_what_was_expected(tmp_path: Path) -> None:
+    packed = load_packed(_export(tmp_path, METHODS["bidense_g64"]), runtime="native")
+    x = torch.randn(1, 3, 32, 40)
+    with pytest.raises(ValueError, match=r"float32 tensor \[N, 3, H, W\].*got torch.float64"):
+        packed(x.double())
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\].*got torch.float32 \[1, 4, 32, 40\]"):
+        packed(torch.randn(1, 4, 32, 40))
+    with pytest.raises(ValueError, match="contiguous"):
+        packed(x.transpose(2, 3))
+    unit = next(m for m in packed.modules() if isinstance(m, NativeBinaryConv2d))
+    with pytest.raises(ValueError, match=rf"unit .*expected a float32 tensor \[N, {unit.in_channels}, H, W\]"):
+        unit(torch.randn(1, unit.in_channels + 1, 8, 8))
+
+
+def test_export_of_another_format_version_fails_clearly(tmp_path: Path) -> None:
+    import hashlib
+
+    path = _export(tmp_path, METHODS["reactnet"])
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 8, 1)  # the previous format version
+    data[-32:] = hashlib.sha256(bytes(data[:-32])).digest()
+    path.write_bytes(bytes(data))
+    with pytest.raises(PackedFormatError, match=r"format version 1 is not supported.*reads version 2.*re-export"):
+        load_packed(path, runtime="native")
+
+
+def test_unit_descriptor_carries_dab_groups_and_refuses_a_mismatching_model(tmp_path: Path) -> None:
+    from bindense.export import read_header
+
+    path = _export(tmp_path, METHODS["bidense_g64"])
+    units = [e["unit"] for e in read_header(path)["tensors"] if e.get("kind") == "binary"]
+    assert {u["dab_group_size"] for u in units} >= {64} and all(u["activation"] == "DAB" for u in units)
+    # groups of 65 give the same parameter shapes as 64 on every nano layer: only the descriptor tells them apart
+    method = dict(layout="bidense", dab_groups=65)
+    other = build_model(**{k: v for k, v in _config(method)["model"].items() if k != "_target_"})
+    with pytest.raises(PackedFormatError, match="does not match the export: dab_group_size is 65, the file expects 64"):
+        load_packed(path, model=other, runtime="native")
+
+
+def test_native_runtime_rejects_other_devices_and_kernels(tmp_path: Path) -> None:
+    path = _export(tmp_path, METHODS["reactnet"])
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_packed(path, runtime="onnx")
+    with pytest.raises(ValueError, match="CPU"):
+        load_packed(path, runtime="native", kernel="gemm")
+
+
+# ------------------------------------------------------------------------------ a trained synthetic checkpoint
+
+
+def _scenes(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from bindense.data.synthetic import generate_sample
+
+    samples = [generate_sample(0, split, i, 64, 80) for i in range(count)]
+    images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float() / 255.0
+    images = (images - 0.45) / 0.25
+    return images.contiguous(), torch.from_numpy(np.stack([s["seg"] for s in samples])).long()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bidense_g64", "bidense", "reactnet"])
+def test_trained_synthetic_model_argmax_agreement(tmp_path: Path, name: str) -> None:
+    """A nano UperNet trained briefly on the synthetic scenes: >= 99.9% of pixels keep their class."""
+    torch.manual_seed(0)
+    config = _config(METHODS[name])
+    model = build_model(**{k: v for k, v in config["model"].items() if k != "_target_"})
+    images, labels = _scenes("train", 24)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for step in range(40):
+        idx = torch.arange(8) + (step * 8) % 24
+        loss = nn.functional.cross_entropy(model(images[idx])["seg"], labels[idx], ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path / "trained.bdn"
+    export_packed(model.eval(), path, config=config)
+    reference, packed = load_packed(path), load_packed(path, runtime="native")
+    val, _ = _scenes("val", 8)
+    with torch.no_grad():
+        want, got = reference(val)["seg"], packed(val)["seg"]
+    agreement = (got.argmax(1) == want.argmax(1)).float().mean().item()
+    assert agreement >= 0.999, f"{name}: arg-max agreement {agreement:.5f}"
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(5, 70, 3, 3), (8, 128, 1, 1), (3, 1, 7, 7)])
+def test_unpack_words_equals_the_native_oracle(shape: tuple[int, ...]) -> None:
+    from bindense.export.runtime import unpack_words
+
+    w = torch.randn(shape)
+    words = native.pack_weights(w)
+    assert torch.equal(unpack_words(words, shape[1]), native.unpack_weights(words, shape[1]))

@@ -1,0 +1,236 @@
+"""bindense.native: packing conventions, every conv case against float convs of +-1 tensors, on every ISA path
+this CPU runs (plus the pure-torch oracle), and clear errors for bad input."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bindense import native
+from bindense.native import reference
+
+ISAS = sorted(set(native.supported_isas()) | {"torch"}, key=native.ISAS.index)
+
+
+def sgn(t: torch.Tensor) -> torch.Tensor:
+    """The project's sign: +1 where >= 0 (sign(0) = +1), -1 elsewhere."""
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    native.set_isa(request.param)
+    yield request.param
+    native.set_isa(None)
+
+
+def rand(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    x[x.abs() < 0.05] = 0.0  # exact zeros: they must count as +1
+    return x
+
+
+def test_pack_bit_convention():
+    x = torch.zeros(1, 70, 1, 1)
+    x[0, 1] = -1.0
+    x[0, 65] = -0.5
+    bits = native.pack_activations(x)
+    assert bits.shape == (1, 1, 1, 2) and bits.dtype == torch.int64
+    assert bits[0, 0, 0, 0].item() == ~(1 << 1)  # all 64 channels set except channel 1
+    assert bits[0, 0, 0, 1].item() == 0b111101  # channels 64..69; channel 65 clear, bits 70..127 zero
+    assert torch.equal(native.unpack_activations(bits, 70), sgn(x))
+
+
+@pytest.mark.parametrize("c", [1, 63, 64, 65, 200])
+def test_pack_roundtrip_and_threshold(isa, c):
+    x, thr = rand(2, c, 3, 5, seed=c), rand(2, c, seed=1)
+    assert torch.equal(native.unpack_activations(native.pack_activations(x), c), sgn(x))
+    for t in (thr, thr[0]):
+        tt = t if t.dim() == 2 else t.expand(2, c)
+        want = sgn(x - tt[:, :, None, None])
+        assert torch.equal(native.unpack_activations(native.pack_activations(x, t), c), want)
+    w = rand(7, c, 3, 2, seed=2)
+    assert torch.equal(native.unpack_weights(native.pack_weights(w), c), sgn(w))
+
+
+# (N, C, O, H, W, k, stride, padding, groups)
+CONV_CASES = [
+    (1, 64, 64, 9, 8, 3, 1, 1, 1),  # 3x3 s1 p1
+    (2, 100, 40, 11, 13, 3, 2, 1, 1),  # 3x3 s2, channels not a multiple of 64
+    (1, 130, 33, 7, 9, 1, 1, 0, 1),  # 1x1
+    (1, 256, 72, 8, 10, 2, 2, 0, 1),  # 2x2/2 transition
+    (2, 48, 48, 10, 9, 7, 1, 3, 48),  # depthwise 7x7
+    (1, 70, 70, 15, 14, 13, 2, 6, 70),  # depthwise 13x13 stride 2: 169 taps (int8 sums in chunks of 127)
+    (1, 96, 64, 6, 7, 3, 1, 1, 4),  # grouped, 24 channels per group
+    (1, 256, 128, 6, 6, 3, 1, 1, 2),  # grouped, 128 channels per group (word aligned)
+    (1, 5, 3, 4, 4, 3, 1, 2, 1),  # padding 2 > needed, tiny channels
+    (1, 70, 20, 5, 6, (3, 1), (2, 1), (1, 0), 1),  # non-square kernel/stride/padding
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
+def test_conv_matches_float_conv_of_signs(isa, case):
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=1), rand(o, c // g, *((k, k) if isinstance(k, int) else k), seed=2)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, wt.shape[2:], s, p, g)
+    want = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    assert torch.equal(y, want)  # integer sums: exact
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=[str(i) for i in range(6)])
+def test_conv_epilogue(isa, case):
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=3), rand(o, c // g, k, k, seed=4)
+    scale, bias = rand(o, seed=5), rand(o, seed=6)
+    base = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    res = rand(*base.shape, seed=7)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
+                             out_scale=scale, out_bias=bias, residual=res)
+    want = base * scale[None, :, None, None] + bias[None, :, None, None] + res
+    torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "c,o,k,s,p,groups,gsize",
+    [(256, 64, 3, 1, 1, 1, 64), (200, 40, 3, 2, 1, 1, 48), (130, 16, 1, 1, 0, 1, 130), (96, 32, 3, 1, 1, 1, 1),
+     (48, 48, 7, 1, 3, 48, 1), (64, 32, 3, 1, 1, 4, 8), (64, 32, 3, 1, 1, 4, 32)],
+)
+def test_conv_channel_groups(isa, c, o, k, s, p, groups, gsize):
+    """DAB groups: S = sum_k group_scale[n, k] * S_k over groups of gsize consecutive input channels."""
+    n = 2
+    x, wt = rand(n, c, 9, 8, seed=8), rand(o, c // groups, k, k, seed=9)
+    ng = (c + gsize - 1) // gsize
+    gs = rand(n, ng, seed=10).abs() + 0.1
+    alpha = gs[:, torch.arange(c) // gsize]
+    want = F.conv2d(sgn(x) * alpha[:, :, None, None], sgn(wt), stride=s, padding=p, groups=groups)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, groups,
+                             channel_group_size=gsize, group_scale=gs)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("c,o,k,p", [(64, 32, 2, 0), (100, 24, 4, 0), (70, 8, 2, 1)])
+def test_conv_transpose(isa, c, o, k, p):
+    x, wt = rand(2, c, 5, 6, seed=11), rand(c, o, k, k, seed=12)
+    scale, bias = rand(o, seed=13), rand(o, seed=14)
+    base = F.conv_transpose2d(sgn(x), sgn(wt), stride=k, padding=p)
+    res = rand(*base.shape, seed=15)
+    wb = native.pack_weights(wt.permute(1, 0, 2, 3))
+    y = native.binary_conv_transpose2d(native.pack_activations(x), wb, c, k, k, p)
+    assert torch.equal(y, base)
+    y = native.binary_conv_transpose2d(native.pack_activations(x), wb, c, k, k, p, scale, bias, res)
+    torch.testing.assert_close(y, base * scale[None, :, None, None] + bias[None, :, None, None] + res)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[4]], ids=["dense", "depthwise"])
+def test_conv_into_out_buffer(isa, case):
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=30), rand(o, c // g, k, k, seed=31)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    want = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    out = torch.full_like(want, 7.0)
+    y = native.binary_conv2d(xb, wb, c, k, s, p, g, out=out)
+    assert y.data_ptr() == out.data_ptr() and torch.equal(out, want)
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        native.binary_conv2d(xb, wb, c, k, s, p, g, out=torch.empty(1, 1, 1, 1))
+
+
+def test_random_shapes_all_isas_agree():
+    """Random shapes: every native path equals the oracle exactly."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        c, o = (int(v) for v in torch.randint(1, 300, (2,), generator=g))
+        k = int(torch.randint(1, 4, (1,), generator=g))
+        s = int(torch.randint(1, 3, (1,), generator=g))
+        p = int(torch.randint(0, k, (1,), generator=g))
+        h, w = (int(v) for v in torch.randint(k, 12, (2,), generator=g))
+        x, wt = rand(2, c, h, w, seed=trial), rand(o, c, k, k, seed=100 + trial)
+        xb, wb = native.pack_activations(x), native.pack_weights(wt)
+        want = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p)
+        for name in ISAS:
+            native.set_isa(name)
+            try:
+                assert torch.equal(native.binary_conv2d(xb, wb, c, k, s, p), want), (name, c, o, k, s, p, h, w)
+            finally:
+                native.set_isa(None)
+
+
+def test_errors_name_what_was_expected():
+    x = native.pack_activations(rand(1, 70, 5, 5))
+    w = native.pack_weights(rand(8, 70, 3, 3))
+    with pytest.raises(ValueError, match=r"x_bits must have shape \[1, 5, 5, 1\]"):
+        native.binary_conv2d(x, w, 64, 3, 1, 1)  # wrong channel count
+    with pytest.raises(TypeError, match="x_bits must be torch.int64"):
+        native.binary_conv2d(x.to(torch.int32), w, 70, 3, 1, 1)
+    with pytest.raises(ValueError, match="must be contiguous"):
+        native.binary_conv2d(x.permute(0, 2, 1, 3), w, 70, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"w_bits must have shape \[8, 1, 1, 2\]"):
+        native.binary_conv2d(x, w, 70, 1, 1, 0)  # kernel size not matching the weights
+    with pytest.raises(ValueError, match=r"out_scale must have shape \[8\]"):
+        native.binary_conv2d(x, w, 70, 3, 1, 1, out_scale=torch.ones(7))
+    with pytest.raises(ValueError, match=r"group_scale must have shape \[1, 2\]"):
+        native.binary_conv2d(x, w, 70, 3, 1, 1, channel_group_size=64, group_scale=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="kernel_size == stride"):
+        native.binary_conv_transpose2d(x, w, 70, 3, 1)
+    with pytest.raises(ValueError, match="x must be a float32 tensor"):
+        native.pack_activations(rand(1, 70, 5, 5).double())
+    with pytest.raises(ValueError, match="not an ISA path"):
+        native.set_isa("sse9")
+
+
+def test_prepared_bytes_counts_the_cached_layout():
+    x, w = native.pack_activations(rand(1, 70, 5, 5)), native.pack_weights(rand(8, 70, 3, 3))
+    assert native.prepared_bytes(w) == 0
+    native.binary_conv2d(x, w, 70, 3, 1, 1)
+    if native.isa() == "torch":
+        assert native.prepared_bytes(w) == 0
+    else:  # at least the weight words (output channels padded to the ISA's block) and the tap popcounts
+        assert native.prepared_bytes(w) >= w.numel() * 8 + 8 * 9 * 4
+
+
+def test_reference_pack_matches_native_pack():
+    x, t = rand(3, 130, 4, 7, seed=20), rand(3, 130, seed=21)
+    assert torch.equal(native.pack_activations(x, t), reference.pack_activations(x, t))
+
+
+@pytest.mark.skipif(os.environ.get("BINDENSE_REQUIRE_NATIVE", "0") in ("", "0"),
+                    reason="only where BINDENSE_REQUIRE_NATIVE=1 (CI)")
+def test_native_build_required():
+    """CI sets BINDENSE_REQUIRE_NATIVE=1: the C++ extension must build and load there."""
+    assert native.available()
+    assert native.isa() in ("avx512", "avx2", "generic")
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    """No compiler: one RuntimeWarning, the pure-torch path; with BINDENSE_REQUIRE_NATIVE=1 an error instead."""
+    from bindense.native import build
+
+    def broken(verbose):
+        raise OSError("no g++ here")
+
+    monkeypatch.setattr(build, "_compile", broken)
+    monkeypatch.setattr(build, "_state", {})
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "1")
+    with pytest.raises(RuntimeError, match="BINDENSE_REQUIRE_NATIVE=1"):
+        native.available()
+    monkeypatch.setenv("BINDENSE_REQUIRE_NATIVE", "0")
+    monkeypatch.setattr(build, "_state", {})
+    with pytest.warns(RuntimeWarning, match="no g\\+\\+ here"):
+        assert not native.available()
+    assert native.isa() == "torch" and native.supported_isas() == ["torch"]
+    x, w = rand(1, 70, 5, 5), rand(8, 70, 3, 3)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(w), 70, 3, 1, 1)
+    assert torch.equal(y, F.conv2d(sgn(x), sgn(w), padding=1))
+
+
+def test_two_threads_same_result(isa):
+    """Output rows are shared out dynamically between threads: same exact result as one thread."""
+    x, wt = rand(2, 130, 9, 11, seed=40), rand(70, 130, 3, 3, seed=41)
+    xd, wd = rand(2, 64, 9, 11, seed=42), rand(64, 1, 7, 7, seed=43)
+    xb, wb, xdb, wdb = (native.pack_activations(x), native.pack_weights(wt), native.pack_activations(xd),
+                        native.pack_weights(wd))
+    torch.set_num_threads(2)  # the autouse fixture restores the thread count
+    assert torch.equal(native.binary_conv2d(xb, wb, 130, 3, 1, 1), F.conv2d(sgn(x), sgn(wt), padding=1))
+    want = F.conv2d(sgn(xd), sgn(wd), padding=3, groups=64)
+    assert torch.equal(native.binary_conv2d(xdb, wdb, 64, 7, 1, 3, 64), want)
