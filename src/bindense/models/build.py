@@ -8,6 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bindense.binary.layers import configure_lean
 from bindense.models.convnext import ConvNeXt, load_convnext_checkpoint
 from bindense.models.dpt import DPT
 from bindense.models.heads import TASKS, DepthHead, SegHead
@@ -82,6 +83,8 @@ def build_model(
     num_classes: int | None = None,
     max_depth: float | None = None,
     pretrained_ckpt: str | None = None,
+    checkpoint_stages: Sequence[int] = (),
+    saved_activation: str = "exact",
     **kw: Any,
 ) -> DenseModel:
     """Build a dense prediction model for one method (table row).
@@ -95,6 +98,9 @@ def build_model(
         num_classes: segmentation outputs (required with ``seg``).
         max_depth: depth range in metres (required with ``depth``).
         pretrained_ckpt: local ImageNet ConvNeXt checkpoint (official key layout) for the fp32 layouts.
+        checkpoint_stages: ConvNeXt stage numbers (1-4) trained with activation checkpointing.
+        saved_activation: what the fused binary units keep of DAB's input for backward: ``exact`` (float32) or
+            ``bf16`` (an approximation of the surrogate gradient; docs/TRAINING.md).
         **kw: overrides of the width preset (``dims``, ``depths``, ``neck_channels``, ``depth_hidden``,
             ``bins``, ``dropout``, ``layer_scale_init``; ViT: ``embed_dim``, ``depth``, ``num_heads``,
             ``pos_grid``, ``mlp_ratio``, ``features``) and ``in_channels``.
@@ -127,13 +133,15 @@ def build_model(
     in_channels = cfg.get("in_channels", 3)
 
     if backbone == "convnext":
-        net = ConvNeXt(spec, in_channels=in_channels, **pick)
+        net = ConvNeXt(spec, in_channels=in_channels, checkpoint_stages=list(checkpoint_stages or ()), **pick)
         if pretrained_ckpt:
             load_convnext_checkpoint(net, pretrained_ckpt)
         neck = UperNet(spec, net.dims, **{k: cfg[k] for k in _DECODER_KEYS["upernet"] if k in cfg})
     else:
         if pretrained_ckpt:
             raise ValueError("pretrained_ckpt is only supported for the ConvNeXt backbone")
+        if checkpoint_stages:
+            raise ValueError("model.checkpoint_stages is only supported for the ConvNeXt backbone")
         net = ViT(spec, in_channels=in_channels, **pick)
         neck = DPT(spec, net.embed_dim, **{k: cfg[k] for k in _DECODER_KEYS["dpt"] if k in cfg})
     heads: dict[str, nn.Module] = {}
@@ -141,4 +149,4 @@ def build_model(
         heads["seg"] = SegHead(spec, neck.out_channels, int(num_classes))
     if "depth" in tasks:
         heads["depth"] = DepthHead(spec, neck.out_channels, float(max_depth), hidden=cfg["depth_hidden"])
-    return DenseModel(net, neck, heads, spec)
+    return configure_lean(DenseModel(net, neck, heads, spec), saved_activation=saved_activation)
