@@ -93,11 +93,21 @@ def binarize_weight(w: Tensor, kind: str, dims: tuple[int, ...]) -> tuple[Tensor
     return w, None
 
 
-def _weight_grad(grad_wb: Tensor, w: Tensor, kind: str) -> Tensor:
-    """Clipped STE of the sign weights (``|W| <= 1``), in ``grad_wb``'s buffer; identity for fp32."""
-    if kind == "fp32":
-        return grad_wb
-    return grad_wb.mul_(w.abs() <= 1)
+def _all_inside(w: Tensor, kind: str) -> bool:
+    """Whether every latent weight lies in [-1, 1], where the clipped STE passes gradients unchanged.
+
+    One read-only pass (``aminmax``) instead of a mask in backward; on CUDA the answer would cost a device sync
+    per unit, so there the mask is always applied (False).
+    """
+    if kind == "fp32" or w.is_cuda:
+        return kind == "fp32"
+    lo, hi = torch.aminmax(w)
+    return bool(lo >= -1) and bool(hi <= 1)
+
+
+def _weight_grad(grad_wb: Tensor, w: Tensor, all_inside: bool) -> Tensor:
+    """Clipped STE of the sign weights (zero where ``|W| > 1``), in ``grad_wb``'s buffer."""
+    return grad_wb if all_inside else grad_wb.mul_(w.abs() <= 1)
 
 
 class BinaryConvFunction(torch.autograd.Function):
@@ -114,10 +124,12 @@ class BinaryConvFunction(torch.autograd.Function):
             act, weight_kind, weight_dims, geometry, saved
         )  # fmt: skip
         ctx.shape, ctx.has_bias = x.shape, bias is not None
+        ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
             dims = tuple(range(2, x.dim()))
             s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
-            xb = _signed(alpha, s)
+            s.add_(0.0)  # -0.0 -> +0.0 (same |s|), so that one copysign binarizes it to +alpha, here and in backward
+            xb = torch.copysign(alpha, s)
             if saved == "bf16":
                 stored = (s.to(torch.bfloat16), pack_bits(s < 0))
             else:
@@ -136,7 +148,7 @@ class BinaryConvFunction(torch.autograd.Function):
             if ctx.saved == "bf16":
                 xb = _signs_from_bits(signs, ctx.shape, alpha, alpha.dtype)
             else:
-                xb = _signed(alpha, stored)
+                xb = torch.copysign(alpha, stored)
         else:
             signs, inside, weight, scale, bias = ctx.saved_tensors
             xb = _signs_from_bits(
@@ -148,7 +160,7 @@ class BinaryConvFunction(torch.autograd.Function):
             grad, xb, wb, bias, [need_x, needs[1], ctx.has_bias and needs[2]]
         )
         del wb
-        grad_w = _weight_grad(grad_wb, weight, ctx.weight_kind) if needs[1] else None
+        grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
         grad_x = grad_a = grad_k = grad_b = None
         if ctx.act == "sign":
             if needs[0]:

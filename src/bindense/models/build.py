@@ -85,6 +85,7 @@ def build_model(
     pretrained_ckpt: str | None = None,
     checkpoint_stages: Sequence[int] = (),
     saved_activation: str = "exact",
+    fused_units: bool = True,
     **kw: Any,
 ) -> DenseModel:
     """Build a dense prediction model for one method (table row).
@@ -101,6 +102,8 @@ def build_model(
         checkpoint_stages: ConvNeXt stage numbers (1-4) trained with activation checkpointing.
         saved_activation: what the fused binary units keep of DAB's input for backward: ``exact`` (float32) or
             ``bf16`` (an approximation of the surrogate gradient; docs/TRAINING.md).
+        fused_units: one autograd node per binary unit's binarizers + op (False: one node per binarizer, the
+            former path; same values and gradients, more memory).
         **kw: overrides of the width preset (``dims``, ``depths``, ``neck_channels``, ``depth_hidden``,
             ``bins``, ``dropout``, ``layer_scale_init``; ViT: ``embed_dim``, ``depth``, ``num_heads``,
             ``pos_grid``, ``mlp_ratio``, ``features``) and ``in_channels``.
@@ -149,4 +152,4 @@ def build_model(
         heads["seg"] = SegHead(spec, neck.out_channels, int(num_classes))
     if "depth" in tasks:
         heads["depth"] = DepthHead(spec, neck.out_channels, float(max_depth), hidden=cfg["depth_hidden"])
-    return configure_lean(DenseModel(net, neck, heads, spec), saved_activation=saved_activation)
+    return configure_lean(DenseModel(net, neck, heads, spec), fused_units, saved_activation)
