@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,12 +47,21 @@ class DenseModel(nn.Module):
     upsampling and the heads).
     """
 
-    def __init__(self, backbone: nn.Module, decoder: nn.Module, heads: Mapping[str, nn.Module], spec: MethodSpec):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decoder: nn.Module,
+        heads: Mapping[str, nn.Module],
+        spec: MethodSpec,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
         self.spec = spec
+        #: run every feature map in NHWC memory order (parameters untouched; outputs returned contiguous)
+        self.channels_last = channels_last
 
     @property
     def tasks(self) -> list[str]:
@@ -63,14 +73,16 @@ class DenseModel(nn.Module):
         return {**{f"backbone.{k}": v for k, v in self.backbone.channels.items()}, "decoder": self.decoder.out_channels}
 
     def forward(self, x: Tensor, return_features: bool = False):
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         stages = self.backbone(x)
         neck = self.decoder(stages)
         full = F.interpolate(neck, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        outputs = {task: head(full) for task, head in self.heads.items()}
+        outputs = {task: head(full).contiguous() for task, head in self.heads.items()}
         if not return_features:
             return outputs
-        features = {f"backbone.{k}": v for k, v in stages.items()}
-        features["decoder"] = neck
+        features = {f"backbone.{k}": v.contiguous() for k, v in stages.items()}
+        features["decoder"] = neck.contiguous()
         return outputs, features
 
 
@@ -86,6 +98,7 @@ def build_model(
     checkpoint_stages: Sequence[int] = (),
     saved_activation: str = "exact",
     fused_units: bool = True,
+    channels_last: bool = False,
     **kw: Any,
 ) -> DenseModel:
     """Build a dense prediction model for one method (table row).
@@ -104,6 +117,8 @@ def build_model(
             ``bf16`` (an approximation of the surrogate gradient; docs/TRAINING.md).
         fused_units: one autograd node per binary unit's binarizers + op (False: one node per binarizer, the
             former path; same values and gradients, more memory).
+        channels_last: run the feature maps in NHWC memory order (faster convolutions on CPU); parameters and
+            the returned outputs keep the default layout.
         **kw: overrides of the width preset (``dims``, ``depths``, ``neck_channels``, ``depth_hidden``,
             ``bins``, ``dropout``, ``layer_scale_init``; ViT: ``embed_dim``, ``depth``, ``num_heads``,
             ``pos_grid``, ``mlp_ratio``, ``features``) and ``in_channels``.
@@ -152,4 +167,4 @@ def build_model(
         heads["seg"] = SegHead(spec, neck.out_channels, int(num_classes))
     if "depth" in tasks:
         heads["depth"] = DepthHead(spec, neck.out_channels, float(max_depth), hidden=cfg["depth_hidden"])
-    return configure_lean(DenseModel(net, neck, heads, spec), fused_units, saved_activation)
+    return configure_lean(DenseModel(net, neck, heads, spec, channels_last), fused_units, saved_activation)
