@@ -96,10 +96,10 @@ def binarize_weight(w: Tensor, kind: str, dims: tuple[int, ...]) -> tuple[Tensor
 def _all_inside(w: Tensor, kind: str) -> bool:
     """Whether every latent weight lies in [-1, 1], where the clipped STE passes gradients unchanged.
 
-    One read-only pass (``aminmax``) instead of a mask in backward; on CUDA the answer would cost a device sync
-    per unit, so there the mask is always applied (False).
+    One read-only pass (``aminmax``) instead of a mask in backward, on CPU; elsewhere (CUDA: the answer would
+    cost a device sync per unit; meta tensors: no values) the mask is always applied (False).
     """
-    if kind == "fp32" or w.is_cuda:
+    if kind == "fp32" or w.device.type != "cpu":
         return kind == "fp32"
     lo, hi = torch.aminmax(w)
     return bool(lo >= -1) and bool(hi <= 1)

@@ -145,10 +145,16 @@ class _BinaryUnit:
         return self.weight_binarizer(self.weight)
 
     def _fused_op(self, x: Tensor, geometry: ConvGeometry) -> Tensor | None:
-        """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable."""
+        """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable.
+
+        Only where autograd records (training): without gradients nothing is saved, and the binarizer modules
+        run as themselves (their forward hooks fire, e.g. for inspection or calibration).
+        """
         act = _FUSED_ACTIVATIONS.get(type(self.activation_binarizer))
         kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
-        if not self.fused or act is None or kind is None or q.reference_enabled() or x.dim() != 4:
+        if not (self.fused and torch.is_grad_enabled()) or act is None or kind is None:
+            return None
+        if q.reference_enabled() or x.dim() != 4:
             return None
         binarizer = self.activation_binarizer
         if act == "dab" and (binarizer.channels_last or getattr(binarizer, "groups", 1) != 1):
