@@ -113,16 +113,15 @@ def _weight_grad(grad_wb: Tensor, w: Tensor, all_inside: bool) -> Tensor:
 class BinaryConvFunction(torch.autograd.Function):
     """``conv(binarize_activation(x), binarize_weight(W)) + bias`` as one node with lean saved tensors.
 
-    ``act``: ``dab`` (``params`` = ``(a, k, b)``) or ``sign`` (``params`` empty); ``weight_kind``: ``fp32``,
-    ``sign`` or ``scaled_sign`` (mean|W| over ``weight_dims``); ``saved``: :data:`SAVED_FORMATS` (DAB only).
+    ``act``: ``dab`` (with DAB's parameters ``a``, ``k``, ``b``) or ``sign`` (``a = k = b = None``);
+    ``weight_kind``: ``fp32``, ``sign`` or ``scaled_sign`` (mean|W| over ``weight_dims``); ``geometry``: the
+    convolution's arguments; ``saved``: one of :data:`SAVED_FORMATS` (DAB only).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, a, k, b, act, weight_kind, weight_dims, geometry, saved):
         wb, scale = binarize_weight(weight, weight_kind, weight_dims)
-        ctx.act, ctx.weight_kind, ctx.weight_dims, ctx.geometry, ctx.saved = (
-            act, weight_kind, weight_dims, geometry, saved
-        )  # fmt: skip
+        ctx.act, ctx.weight_kind, ctx.geometry, ctx.saved = act, weight_kind, geometry, saved
         ctx.shape, ctx.has_bias = x.shape, bias is not None
         ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
@@ -168,7 +167,7 @@ class BinaryConvFunction(torch.autograd.Function):
             return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None, None
         if need_x:
             dims = tuple(range(2, len(ctx.shape)))
-            s_abs = stored.float().abs() if ctx.saved == "bf16" else stored.abs()
+            s_abs = stored.to(alpha.dtype).abs() if ctx.saved == "bf16" else stored.abs()
             # dL/da = sum(g * alpha sign(s)) * (mean|s| - 1), in xb's buffer
             grad_a = _sum_to(xb.mul_(grad_xb).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
             del xb
