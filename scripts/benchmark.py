@@ -252,28 +252,26 @@ def benchmark_model(
     )
 
 
-def compare_naive(
-    model: nn.Module, x: Tensor, steps: int = 10, warmup: int = 3, runs: int = 20
-) -> tuple[dict, dict, dict]:
-    """Lean vs naive binarizers on two identical copies of ``model``, timed in alternation (same noise).
+def compare_interleaved(
+    models: dict[str, tuple[nn.Module, bool]], x: Tensor, steps: int = 10, warmup: int = 3, runs: int = 20
+) -> dict[str, dict]:
+    """Several models (``name -> (model, reference)``) measured with their steps in alternation (same noise).
 
-    Returns the lean row, the naive row and the ratios ``lean / naive``.
+    Training steps and inference runs alternate between the models, so that machine noise hits them alike; every
+    model gets the targets of the first one (same output shapes). Returns one row per name.
     """
-    targets = make_targets(model, x)
-    copies = {"lean": model, "naive": copy.deepcopy(model)}
-    reference = {"lean": False, "naive": True}
-    optimizers = {k: make_optimizer(m) for k, m in copies.items()}
-    step_times: dict[str, list[float]] = {"lean": [], "naive": []}
-    infer_times: dict[str, list[float]] = {"lean": [], "naive": []}
+    targets = make_targets(next(iter(models.values()))[0], x)
+    optimizers = {k: make_optimizer(m) for k, (m, _) in models.items()}
+    step_times: dict[str, list[float]] = {k: [] for k in models}
+    infer_times: dict[str, list[float]] = {k: [] for k in models}
     extra: dict[str, dict] = {}
-    for key, m in copies.items():
-        with _mode(reference[key]):
+    for key, (m, reference) in models.items():
+        with _mode(reference):
             m.train()
             extra[key] = {"saved_bytes": saved_tensor_bytes(m, x, targets)}
-    for i in range(warmup + steps):  # alternate lean / naive so that machine noise hits both alike
-        for key in ("lean", "naive"):
-            m = copies[key]
-            with _mode(reference[key]):
+    for i in range(warmup + steps):
+        for key, (m, reference) in models.items():
+            with _mode(reference):
                 m.train()
                 _sync(x.device)
                 start = time.perf_counter()
@@ -281,24 +279,126 @@ def compare_naive(
                 _sync(x.device)
             if i >= warmup:
                 step_times[key].append(time.perf_counter() - start)
-    for key, m in copies.items():
-        with _mode(reference[key]):
+    for key, (m, reference) in models.items():
+        with _mode(reference):
             extra[key]["peak_memory_bytes"] = peak_step_memory(m, optimizers[key], x, targets)
             extra[key]["params"] = sum(p.numel() for p in m.parameters())
-    for key in ("lean", "naive"):
-        copies[key].eval()
+    for m, _ in models.values():
+        m.eval()
     with torch.inference_mode():
         for i in range(warmup + runs):
-            for key in ("lean", "naive"):
-                with _mode(reference[key]):
+            for key, (m, reference) in models.items():
+                with _mode(reference):
                     _sync(x.device)
                     start = time.perf_counter()
-                    copies[key](x)
+                    m(x)
                     _sync(x.device)
                 if i >= warmup:
                     infer_times[key].append(time.perf_counter() - start)
-    rows = {k: _summary(k, x.shape[0], step_times[k], infer_times[k], **extra[k]) for k in copies}
+    return {k: _summary(k, x.shape[0], step_times[k], infer_times[k], **extra[k]) for k in models}
+
+
+def compare_naive(
+    model: nn.Module, x: Tensor, steps: int = 10, warmup: int = 3, runs: int = 20
+) -> tuple[dict, dict, dict]:
+    """Lean vs naive binarizers on two identical copies of ``model``, timed in alternation (same noise).
+
+    Returns the lean row, the naive row and the ratios ``lean / naive``.
+    """
+    rows = compare_interleaved({"lean": (model, False), "naive": (copy.deepcopy(model), True)}, x, steps, warmup, runs)
     return rows["lean"], rows["naive"], ratios(rows["lean"], rows["naive"])
+
+
+def saved_bytes_per_unit(model: nn.Module, x: Tensor, targets: Outputs) -> dict[str, dict]:
+    """Saved-for-backward bytes attributed to each binary unit (binarizers, op, norm, bypass) in one forward.
+
+    A storage counts once, for the innermost unit running when autograd first saves it; storages saved outside
+    every unit (stem, LayerNorms, activations between units, heads, loss) go to ``"(outside units)"``.
+    Returns ``name -> {"bytes", "input_numel", "in_channels", "out_channels"}`` in forward order.
+    """
+    from bindense.binary.layers import _BinaryUnit
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    owner: dict[int, tuple[str, int]] = {}
+    stack: list[str] = []
+    units: dict[str, dict] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, _BinaryUnit):
+
+            def pre(mod, args, name=name):
+                stack.append(name)
+                unit = units.setdefault(name, {"bytes": 0, "input_numel": 0, "in_channels": args[0].shape[1]})
+                unit["input_numel"] += args[0].numel()  # summed over calls (a shared unit runs several times)
+                unit.update(out_channels=getattr(mod, "out_channels", getattr(mod, "out_features", 0)))
+
+            def post(mod, args, out):
+                stack.pop()
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr != 0 and ptr not in owner:
+            owner[ptr] = (stack[-1] if stack else "(outside units)", t.untyped_storage().nbytes())
+        return t
+
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_of(model(x), targets)
+    finally:
+        for h in handles:
+            h.remove()
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    units["(outside units)"] = {"bytes": 0, "input_numel": 0, "in_channels": 0, "out_channels": 0}
+    for name, nbytes in owner.values():
+        units[name]["bytes"] += nbytes
+    return units
+
+
+def unit_table(model: nn.Module, x: Tensor) -> tuple[str, dict]:
+    """Per-unit saved-for-backward bytes: unfused (one node per binarizer) vs fused exact vs fused bf16.
+
+    Units that differ only by their block index are grouped (``stages.2.*.pwconv1``); the byte columns are per
+    unit, ``B/elem`` divides by the unit's input elements.
+    """
+    import re
+
+    from bindense.binary.layers import configure_lean
+
+    targets = make_targets(model, x)
+    variants = {
+        "unfused": configure_lean(copy.deepcopy(model), fused=False),
+        "fused exact": configure_lean(copy.deepcopy(model), saved_activation="exact"),
+        "fused bf16": configure_lean(copy.deepcopy(model), saved_activation="bf16"),
+    }
+    per = {k: saved_bytes_per_unit(m, x, targets) for k, m in variants.items()}
+    groups: dict[str, dict] = {}
+    for name, info in per["unfused"].items():
+        key = re.sub(r"(stages\.\d+)\.\d+\.", r"\1.*.", name)
+        g = groups.setdefault(key, {"count": 0, "input_numel": info["input_numel"], **{k: 0 for k in per}})
+        g["count"] += 1
+        for k in per:
+            g[k] += per[k][name]["bytes"]
+    header = ["unit", "n", "input", *[f"{k} KiB" for k in per], *[f"{k} B/elem" for k in per]]
+    lines = [header]
+    totals = {k: sum(u["bytes"] for u in per[k].values()) for k in per}
+    for key, g in groups.items():
+        n, numel = g["count"], g["input_numel"]
+        lines.append(
+            [key, str(n), str(numel)]
+            + [f"{g[k] / n / 1024:.1f}" for k in per]
+            + [f"{g[k] / n / numel:.2f}" if numel else "-" for k in per]
+        )
+    lines.append(["total (MiB)", "", ""] + [_mib(totals[k]) for k in per] + ["", "", ""])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
+    ]
+    text.insert(1, "-+-".join("-" * w for w in widths))
+    return "saved for backward per unit:\n" + "\n".join(text), {"groups": groups, "totals_bytes": totals}
 
 
 def ratios(a: dict, b: dict) -> dict:
@@ -469,6 +569,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="OVERRIDE",
         help="an override of the second config (repeatable); reports first / second ratios",
     )
+    p.add_argument("--units", action="store_true", help="saved-for-backward bytes per binary unit (3 formats)")
     p.add_argument("--packed", action="store_true", help="also time the bit-packed export's inference kernels")
     p.add_argument("--deploy", action="store_true", help="export + native runtime vs the fp32 twin (docs/DEPLOY.md)")
     p.add_argument("--deploy-size", type=int, nargs=2, default=(480, 480), metavar=("H", "W"))
@@ -514,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return main_deploy(overrides, build_model, args)
     if args.compare_naive and not overrides:
         overrides = list(NAIVE_DEFAULT_OVERRIDES)
+    if args.compare_naive and args.vs:
+        raise SystemExit("benchmark.py: --compare-naive and --vs are two separate comparisons; run one at a time")
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, args.height, args.width, device=device)
     model, cfg = build_model(overrides)
@@ -537,23 +640,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ratio_rows.append(("lean / naive", r))
         result["configs"] = {"overrides": overrides}
         result["lean"], result["naive"], last = lean, naive, r
-    else:
-        rows.append(benchmark_model(model, x, name, args.steps, args.warmup, args.runs))
-        result["configs"][name] = overrides
-    if args.vs:
+    elif args.vs:  # both configs with their steps in alternation, so that machine noise hits them alike
         other_overrides = overrides + list(args.vs)
         other_name = "vs " + " ".join(args.vs)
         torch.manual_seed(args.seed)
         other, _ = build_model(other_overrides)
-        other_row = benchmark_model(other.to(device), x, other_name, args.steps, args.warmup, args.runs)
-        rows.append(other_row)
-        r = ratios(rows[0], other_row)
+        pair = {name: (model, False), other_name: (other.to(device), False)}
+        measured = compare_interleaved(pair, x, args.steps, args.warmup, args.runs)
+        rows += list(measured.values())
+        r = ratios(measured[name], measured[other_name])
         ratio_rows.append((f"[{name}] / [{other_name}]", r))
+        result["configs"][name] = overrides
         result["configs"][other_name] = other_overrides
         result["vs_ratios"] = r
-        last = last or r
+        last = r
+    else:
+        rows.append(benchmark_model(model, x, name, args.steps, args.warmup, args.runs))
+        result["configs"][name] = overrides
     result["rows"] = rows
     text = format_table(rows, ratio_rows)
+    if args.units:
+        units_text, result["units"] = unit_table(model, x)
+        text += "\n" + units_text
     if args.packed:
         packed = benchmark_packed(model, x, args.runs, args.warmup, args.packed_slow_runs)
         result["packed"] = packed

@@ -153,3 +153,13 @@ def test_main_vs_packed_and_data(tmp_path: Path, capsys) -> None:
     assert [r["kernel"] for r in result["packed"]] == ["fake-quant", "float", "gemm", "xnor"]
     assert "samples_per_s" in result["data_throughput"]
     assert "data throughput" in capsys.readouterr().out
+
+
+def test_unit_table_before_after(tiny: Tiny) -> None:
+    """Per-unit saved bytes: every binary unit is listed, and the fused node saves less than one node per binarizer."""
+    text, info = bench.unit_table(tiny, torch.randn(2, 3, 16, 16))
+    totals = info["totals_bytes"]
+    assert totals["unfused"] > totals["fused exact"] > totals["fused bf16"] > 0
+    assert {"body.0", "body.1", "(outside units)"} <= set(info["groups"])
+    assert all(g["fused exact"] < g["unfused"] for k, g in info["groups"].items() if k.startswith("body"))
+    assert "saved for backward per unit" in text

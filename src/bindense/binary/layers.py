@@ -12,9 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bindense.binary.binarizers import make_activation, make_weight
+from bindense.binary import quantizers as q
+from bindense.binary.binarizers import (
+    DAB,
+    FullPrecision,
+    ScaledSignWeight,
+    SignActivation,
+    SignWeight,
+    make_activation,
+    make_weight,
+)
+from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
 
 BYPASSES = ("none", "cfb")
+# binarizer classes (exact types) that BinaryConvFunction fuses with the convolution, and their kind names
+_FUSED_ACTIVATIONS: dict[type, str] = {DAB: "dab", SignActivation: "sign"}
+_FUSED_WEIGHTS: dict[type, str] = {FullPrecision: "fp32", SignWeight: "sign", ScaledSignWeight: "scaled_sign"}
 
 
 def cfb(x: Tensor, out_channels: int) -> Tensor:
@@ -89,6 +102,10 @@ class _BinaryUnit:
     """Shared construction and bookkeeping of the binary units (mixed into torch's layer classes)."""
 
     weight: Tensor
+    #: one autograd node for binarizers + op (:mod:`bindense.binary.fused`) where the binarizers allow it
+    fused: bool = True
+    #: format of the saved DAB input in the fused node: ``exact`` or ``bf16`` (an approximation)
+    saved_activation: str = "exact"
 
     def _setup_binary(
         self,
@@ -127,6 +144,27 @@ class _BinaryUnit:
         """The weight the op uses (binarized, scaled), as in the forward pass."""
         return self.weight_binarizer(self.weight)
 
+    def _fused_op(self, x: Tensor, geometry: ConvGeometry) -> Tensor | None:
+        """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable.
+
+        Only where autograd records (training): without gradients nothing is saved, and the binarizer modules
+        run as themselves (their forward hooks fire, e.g. for inspection or calibration).
+        """
+        act = _FUSED_ACTIVATIONS.get(type(self.activation_binarizer))
+        kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
+        if not (self.fused and torch.is_grad_enabled()) or act is None or kind is None:
+            return None
+        if q.reference_enabled() or x.dim() != 4:
+            return None
+        binarizer = self.activation_binarizer
+        if act == "dab" and (binarizer.channels_last or getattr(binarizer, "groups", 1) != 1):
+            return None
+        dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
+        a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
+        return BinaryConvFunction.apply(
+            x, self.weight, self.bias, a, k, b, act, kind, dims, geometry, self.saved_activation
+        )
+
     def _finish(self, x: Tensor, y: Tensor, resample) -> Tensor:
         if self.norm is not None:
             y = self.norm(y)
@@ -158,7 +196,12 @@ class BinaryConv2d(_BinaryUnit, nn.Conv2d):
         self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._conv_forward(self.activation_binarizer(x), self.binary_weight(), self.bias)
+        y = None
+        if self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            geometry = ConvGeometry(self.stride, self.padding, self.dilation, False, (0, 0), self.groups)
+            y = self._fused_op(x, geometry)
+        if y is None:
+            y = self._conv_forward(self.activation_binarizer(x), self.binary_weight(), self.bias)
         return self._finish(x, y, self._pool_like_conv)
 
     def _pool_like_conv(self, x: Tensor) -> Tensor:
@@ -188,6 +231,10 @@ class BinaryConvTranspose2d(_BinaryUnit, nn.ConvTranspose2d):
         self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        geometry = ConvGeometry(self.stride, self.padding, self.dilation, True, self.output_padding, self.groups)
+        y = self._fused_op(x, geometry)
+        if y is not None:
+            return self._finish(x, y, lambda t: F.interpolate(t, size=y.shape[-2:], mode="nearest"))
         y = F.conv_transpose2d(
             self.activation_binarizer(x),
             self.binary_weight(),
@@ -227,3 +274,13 @@ class BinaryLinear(_BinaryUnit, nn.Linear):
         if self.bypass == "cfb":
             y = y + cfb(x.movedim(-1, 1), y.shape[-1]).movedim(1, -1)
         return y
+
+
+def configure_lean(model: nn.Module, fused: bool = True, saved_activation: str = "exact") -> nn.Module:
+    """Set the fused node (``fused``) and the saved DAB format (``exact`` | ``bf16``) of every binary unit."""
+    if saved_activation not in SAVED_FORMATS:
+        raise ValueError(f"saved_activation must be one of {SAVED_FORMATS}, got {saved_activation!r}")
+    for module in model.modules():
+        if isinstance(module, _BinaryUnit):
+            module.fused, module.saved_activation = fused, saved_activation
+    return model

@@ -149,6 +149,17 @@ class ScaledSignClipSTE(torch.autograd.Function):
         return grad * inside, None
 
 
+def dab_statistics(
+    x: Tensor, a: Tensor, k: Tensor, b: Tensor, dims: tuple[int, ...]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """DAB's shifted input and detached statistics: ``s``, ``mean(x)``, ``mean|s|``, ``alpha`` (no autograd)."""
+    mean_x = x.mean(dim=dims, keepdim=True)
+    s = x - (k * mean_x + b)
+    mean_abs_s = s.abs().mean(dim=dims, keepdim=True)
+    alpha = torch.exp(a * (mean_abs_s - 1.0))
+    return s, mean_x, mean_abs_s, alpha
+
+
 class DABFunction(torch.autograd.Function):
     """Distribution-adaptive binarizer (BiDense), fused.
 
@@ -160,10 +171,7 @@ class DABFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, k: Tensor, b: Tensor, dims: tuple[int, ...]) -> Tensor:
-        mean_x = x.mean(dim=dims, keepdim=True)
-        s = x - (k * mean_x + b)
-        mean_abs_s = s.abs().mean(dim=dims, keepdim=True)
-        alpha = torch.exp(a * (mean_abs_s - 1.0))
+        s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
         out = _signed(alpha, s)
         ctx.dims = dims
         ctx.save_for_backward(s, out, a, mean_x, mean_abs_s, alpha)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bindense.binary.layers import configure_lean
 from bindense.models.convnext import ConvNeXt, load_convnext_checkpoint
 from bindense.models.dpt import DPT
 from bindense.models.heads import TASKS, DepthHead, SegHead
@@ -45,12 +47,21 @@ class DenseModel(nn.Module):
     upsampling and the heads).
     """
 
-    def __init__(self, backbone: nn.Module, decoder: nn.Module, heads: Mapping[str, nn.Module], spec: MethodSpec):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decoder: nn.Module,
+        heads: Mapping[str, nn.Module],
+        spec: MethodSpec,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
         self.spec = spec
+        #: run every feature map in NHWC memory order (parameters untouched; outputs returned contiguous)
+        self.channels_last = channels_last
 
     @property
     def tasks(self) -> list[str]:
@@ -62,14 +73,16 @@ class DenseModel(nn.Module):
         return {**{f"backbone.{k}": v for k, v in self.backbone.channels.items()}, "decoder": self.decoder.out_channels}
 
     def forward(self, x: Tensor, return_features: bool = False):
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         stages = self.backbone(x)
         neck = self.decoder(stages)
         full = F.interpolate(neck, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        outputs = {task: head(full) for task, head in self.heads.items()}
+        outputs = {task: head(full).contiguous() for task, head in self.heads.items()}
         if not return_features:
             return outputs
-        features = {f"backbone.{k}": v for k, v in stages.items()}
-        features["decoder"] = neck
+        features = {f"backbone.{k}": v.contiguous() for k, v in stages.items()}
+        features["decoder"] = neck.contiguous()
         return outputs, features
 
 
@@ -82,6 +95,10 @@ def build_model(
     num_classes: int | None = None,
     max_depth: float | None = None,
     pretrained_ckpt: str | None = None,
+    checkpoint_stages: Sequence[int] = (),
+    saved_activation: str = "exact",
+    fused_units: bool = True,
+    channels_last: bool = False,
     **kw: Any,
 ) -> DenseModel:
     """Build a dense prediction model for one method (table row).
@@ -95,6 +112,13 @@ def build_model(
         num_classes: segmentation outputs (required with ``seg``).
         max_depth: depth range in metres (required with ``depth``).
         pretrained_ckpt: local ImageNet ConvNeXt checkpoint (official key layout) for the fp32 layouts.
+        checkpoint_stages: ConvNeXt stage numbers (1-4) trained with activation checkpointing.
+        saved_activation: what the fused binary units keep of DAB's input for backward: ``exact`` (float32) or
+            ``bf16`` (an approximation of the surrogate gradient; docs/TRAINING.md).
+        fused_units: one autograd node per binary unit's binarizers + op (False: one node per binarizer, the
+            former path; same values and gradients, more memory).
+        channels_last: run the feature maps in NHWC memory order (faster convolutions on CPU); parameters and
+            the returned outputs keep the default layout.
         **kw: overrides of the width preset (``dims``, ``depths``, ``neck_channels``, ``depth_hidden``,
             ``bins``, ``dropout``, ``layer_scale_init``; ViT: ``embed_dim``, ``depth``, ``num_heads``,
             ``pos_grid``, ``mlp_ratio``, ``features``) and ``in_channels``.
@@ -127,13 +151,15 @@ def build_model(
     in_channels = cfg.get("in_channels", 3)
 
     if backbone == "convnext":
-        net = ConvNeXt(spec, in_channels=in_channels, **pick)
+        net = ConvNeXt(spec, in_channels=in_channels, checkpoint_stages=list(checkpoint_stages or ()), **pick)
         if pretrained_ckpt:
             load_convnext_checkpoint(net, pretrained_ckpt)
         neck = UperNet(spec, net.dims, **{k: cfg[k] for k in _DECODER_KEYS["upernet"] if k in cfg})
     else:
         if pretrained_ckpt:
             raise ValueError("pretrained_ckpt is only supported for the ConvNeXt backbone")
+        if checkpoint_stages:
+            raise ValueError("model.checkpoint_stages is only supported for the ConvNeXt backbone")
         net = ViT(spec, in_channels=in_channels, **pick)
         neck = DPT(spec, net.embed_dim, **{k: cfg[k] for k in _DECODER_KEYS["dpt"] if k in cfg})
     heads: dict[str, nn.Module] = {}
@@ -141,4 +167,4 @@ def build_model(
         heads["seg"] = SegHead(spec, neck.out_channels, int(num_classes))
     if "depth" in tasks:
         heads["depth"] = DepthHead(spec, neck.out_channels, float(max_depth), hidden=cfg["depth_hidden"])
-    return DenseModel(net, neck, heads, spec)
+    return configure_lean(DenseModel(net, neck, heads, spec, channels_last), fused_units, saved_activation)

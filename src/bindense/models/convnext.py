@@ -13,12 +13,14 @@ The stem conv is always full precision. ``forward`` returns ``{"stage1": ..., "s
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bindense.binary import BinaryConv2d, BinaryLinear, RPReLU
 from bindense.models.spec import MethodSpec
@@ -110,6 +112,8 @@ class ConvNeXt(nn.Module):
         depths: blocks per stage, e.g. [3, 3, 9, 3].
         in_channels: image channels.
         layer_scale_init: layer scale of the original blocks.
+        checkpoint_stages: stage numbers (1-4) whose activations are recomputed in backward instead of kept
+            (activation checkpointing: less memory, one more forward of those stages; docs/TRAINING.md).
     """
 
     def __init__(
@@ -119,10 +123,17 @@ class ConvNeXt(nn.Module):
         depths: Sequence[int] = (3, 3, 9, 3),
         in_channels: int = 3,
         layer_scale_init: float = 1e-6,
+        checkpoint_stages: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.spec = spec
         self.dims = list(dims)
+        bad = [s for s in checkpoint_stages if s not in range(1, len(dims) + 1)]
+        if bad:
+            raise ValueError(
+                f"model.checkpoint_stages takes stage numbers 1..{len(dims)}, got {list(checkpoint_stages)}"
+            )
+        self.checkpoint_stages = sorted(set(checkpoint_stages))
         stem_conv = spec.conv(
             in_channels, dims[0], 4, stride=4, bias=True, norm=not spec.original_backbone, binary=False
         )
@@ -154,9 +165,35 @@ class ConvNeXt(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = {}
         for i, (down, stage) in enumerate(zip(self.downsample_layers, self.stages)):
-            x = stage(down(x))
+            x = down(x)
+            if i + 1 in self.checkpoint_stages and self.training and torch.is_grad_enabled():
+                x = checkpoint(stage, x, use_reentrant=False, context_fn=lambda s=stage: _recompute_contexts(s))
+            else:
+                x = stage(x)
             features[f"stage{i + 1}"] = x
         return features
+
+
+def _recompute_contexts(
+    stage: nn.Module,
+) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """Contexts of the checkpointed forward and of its recomputation (which must not update BN statistics)."""
+    return contextlib.nullcontext(), _frozen_batchnorm_stats(stage)
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics as usual but leave their running statistics untouched."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 def _trunc_normal_init(module: nn.Module) -> None:

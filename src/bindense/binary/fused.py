@@ -1,0 +1,179 @@
+"""One autograd node for the core of a binary unit: activation binarizer -> weight binarizer -> convolution.
+
+Composed from separate nodes, autograd keeps for the backward pass the binarizer's input (its surrogate needs it),
+the binarized activation (the convolution's saved input, full size in float) and the binarized weight (a full-size
+temporary per unit). :class:`BinaryConvFunction` keeps only what the formulas need and rebuilds the rest in
+backward, bit for bit:
+
+- DAB (``dab``): ``s`` (float; the ApproxSign surrogate reads ``|s|``) and per-(sample, channel) statistics; the
+  binarized activation ``alpha * sign(s)`` is rebuilt from ``s``. With ``saved="bf16"`` (an approximation, off
+  by default) ``s`` is kept as bfloat16 plus its signs packed 1 bit per element: the forward and the rebuilt
+  activation stay exact, the surrogate reads a rounded ``|s|``.
+- sign (``sign``, BNN): the signs and the clip mask ``|x| <= 1``, both packed 1 bit per element.
+- weights: nothing of the weight's size; ``mean|W|`` per output channel (scaled sign) and the latent weight (a
+  parameter, alive anyway) rebuild ``W_b`` and the clipped-STE mask in backward.
+
+The convolution's gradients come from ``torch.ops.aten.convolution_backward`` with the same arguments autograd
+uses for ``torch.convolution``, so values and gradients equal the unfused composition (docs/TRAINING.md).
+Works on any device (CPU and CUDA kernels of the same ops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bindense.binary.quantizers import _signed, _sum_to, binary_sign, dab_statistics
+
+#: Formats of the saved DAB input: ``exact`` (float32, default) or ``bf16`` (bfloat16 + packed signs).
+SAVED_FORMATS = ("exact", "bf16")
+#: Activation binarizers and weight binarizers the fused node implements.
+ACTIVATION_KINDS = ("dab", "sign")
+WEIGHT_KINDS = ("fp32", "sign", "scaled_sign")
+
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """A boolean tensor packed 8 elements per byte (little-endian bit order), flat, zero-padded to a byte."""
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    bits = flat.view(-1, 8).to(torch.uint8) << _SHIFTS.to(flat.device)
+    return bits.sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`pack_bits`: a uint8 tensor of 0/1 values shaped ``shape``."""
+    n = shape.numel()
+    bits = (packed.unsqueeze(1) >> _SHIFTS.to(packed.device)) & 1
+    return bits.view(-1)[:n].view(shape)
+
+
+def _signs_from_bits(packed: Tensor, shape: torch.Size, magnitude: Tensor, dtype: torch.dtype) -> Tensor:
+    """``magnitude`` where the bit is 0 and ``-magnitude`` where it is 1 (exactly), shaped ``shape``."""
+    sign = unpack_bits(packed, shape).to(dtype).mul_(-2.0).add_(1.0)
+    return sign.mul_(magnitude)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The non-tensor arguments of ``torch.convolution``."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    transposed: bool
+    output_padding: tuple[int, ...]
+    groups: int
+
+    def __call__(self, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.convolution(
+            x, w, bias, self.stride, self.padding, self.dilation, self.transposed, self.output_padding, self.groups
+        )
+
+    def backward(self, grad: Tensor, x: Tensor, w: Tensor, bias: Tensor | None, mask: list[bool]):
+        bias_sizes = [bias.shape[0]] if bias is not None else None
+        return torch.ops.aten.convolution_backward(
+            grad, x, w, bias_sizes, list(self.stride), list(self.padding), list(self.dilation), self.transposed,
+            list(self.output_padding), self.groups, mask,
+        )  # fmt: skip
+
+
+def binarize_weight(w: Tensor, kind: str, dims: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+    """The weight the convolution uses and the per-channel scale (``scaled_sign``), as the weight binarizers do."""
+    if kind == "scaled_sign":
+        scale = w.abs().mean(dim=dims, keepdim=True)
+        return _signed(scale, w), scale
+    if kind == "sign":
+        return binary_sign(w), None
+    return w, None
+
+
+def _all_inside(w: Tensor, kind: str) -> bool:
+    """Whether every latent weight lies in [-1, 1], where the clipped STE passes gradients unchanged.
+
+    One read-only pass (``aminmax``) instead of a mask in backward, on CPU; elsewhere (CUDA: the answer would
+    cost a device sync per unit; meta tensors: no values) the mask is always applied (False).
+    """
+    if kind == "fp32" or w.device.type != "cpu":
+        return kind == "fp32"
+    lo, hi = torch.aminmax(w)
+    return bool(lo >= -1) and bool(hi <= 1)
+
+
+def _weight_grad(grad_wb: Tensor, w: Tensor, all_inside: bool) -> Tensor:
+    """Clipped STE of the sign weights (zero where ``|W| > 1``), in ``grad_wb``'s buffer."""
+    return grad_wb if all_inside else grad_wb.mul_(w.abs() <= 1)
+
+
+class BinaryConvFunction(torch.autograd.Function):
+    """``conv(binarize_activation(x), binarize_weight(W)) + bias`` as one node with lean saved tensors.
+
+    ``act``: ``dab`` (with DAB's parameters ``a``, ``k``, ``b``) or ``sign`` (``a = k = b = None``);
+    ``weight_kind``: ``fp32``, ``sign`` or ``scaled_sign`` (mean|W| over ``weight_dims``); ``geometry``: the
+    convolution's arguments; ``saved``: one of :data:`SAVED_FORMATS` (DAB only).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, a, k, b, act, weight_kind, weight_dims, geometry, saved):
+        wb, scale = binarize_weight(weight, weight_kind, weight_dims)
+        ctx.act, ctx.weight_kind, ctx.geometry, ctx.saved = act, weight_kind, geometry, saved
+        ctx.shape, ctx.has_bias = x.shape, bias is not None
+        ctx.all_inside = _all_inside(weight, weight_kind)
+        if act == "dab":
+            dims = tuple(range(2, x.dim()))
+            s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
+            s.add_(0.0)  # -0.0 -> +0.0 (same |s|), so that one copysign binarizes it to +alpha, here and in backward
+            xb = torch.copysign(alpha, s)
+            if saved == "bf16":
+                stored = (s.to(torch.bfloat16), pack_bits(s < 0))
+            else:
+                stored = (s, s.new_empty(0))
+            ctx.save_for_backward(*stored, weight, scale, bias, a, mean_x, mean_abs_s, alpha)
+        else:
+            xb = binary_sign(x)
+            ctx.save_for_backward(pack_bits(xb < 0), pack_bits(x.abs() <= 1), weight, scale, bias)
+        return geometry(xb, wb, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        needs = ctx.needs_input_grad
+        if ctx.act == "dab":
+            stored, signs, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
+            if ctx.saved == "bf16":
+                xb = _signs_from_bits(signs, ctx.shape, alpha, alpha.dtype)
+            else:
+                xb = torch.copysign(alpha, stored)
+        else:
+            signs, inside, weight, scale, bias = ctx.saved_tensors
+            xb = _signs_from_bits(
+                signs, ctx.shape, torch.ones((), dtype=weight.dtype, device=weight.device), weight.dtype
+            )
+        wb = _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
+        need_x = needs[0] or (ctx.act == "dab" and any(needs[3:6]))
+        grad_xb, grad_wb, grad_bias = ctx.geometry.backward(
+            grad, xb, wb, bias, [need_x, needs[1], ctx.has_bias and needs[2]]
+        )
+        del wb
+        grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
+        grad_x = grad_a = grad_k = grad_b = None
+        if ctx.act == "sign":
+            if needs[0]:
+                grad_x = grad_xb.mul_(unpack_bits(inside, ctx.shape))
+            return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None, None
+        if need_x:
+            dims = tuple(range(2, len(ctx.shape)))
+            s_abs = stored.to(alpha.dtype).abs() if ctx.saved == "bf16" else stored.abs()
+            # dL/da = sum(g * alpha sign(s)) * (mean|s| - 1), in xb's buffer
+            grad_a = _sum_to(xb.mul_(grad_xb).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
+            del xb
+            # dL/ds = g * alpha * 2 max(1 - |s|, 0) = min(|s| - 1, 0) * g * (-2 alpha), as DABFunction
+            grad_x = s_abs.sub_(1.0).clamp_(max=0.0).mul_(grad_xb).mul_(-2.0 * alpha)
+            per_sample = grad_x.sum(dim=dims, keepdim=True)
+            grad_b = _sum_to(-per_sample, a)
+            grad_k = _sum_to(-(per_sample * mean_x), a)
+        return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, None, None, None, None, None

@@ -1,0 +1,164 @@
+"""The fused unit node (bindense.binary.fused): same values and gradients as the reference, less saved memory."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
+from bindense.binary.fused import BinaryConvFunction, ConvGeometry, pack_bits, unpack_bits
+from bindense.binary.layers import configure_lean
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _input(*shape: int, seed: int = 0, scale: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g) * scale
+    x.view(-1)[:4] = torch.tensor([-1.0, 0.0, 1.0, -0.0])
+    return x
+
+
+def _run(unit: torch.nn.Module, x: torch.Tensor, reference: bool = False, seed: int = 3):
+    m = copy.deepcopy(unit)
+    xi = x.detach().clone().requires_grad_(True)
+    with use_reference(reference):
+        out = m(xi)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)))
+    return out.detach(), xi.grad, {n: p.grad for n, p in m.named_parameters()}
+
+
+def _perturbed(unit: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        unit.weight.normal_(0, 0.7, generator=g)  # latent weights on both sides of the clip at |W| = 1
+        for name, p in unit.named_parameters():
+            if name != "weight":
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return unit
+
+
+UNITS = {
+    "dab_scaled_3x3": lambda: BinaryConv2d(6, 10, 3, padding=1),
+    "dab_scaled_dw7": lambda: BinaryConv2d(6, 6, 7, padding=3, groups=6),
+    "dab_scaled_down": lambda: BinaryConv2d(6, 12, 2, stride=2),
+    "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
+    "sign_sign_bias": lambda: BinaryConv2d(6, 8, 3, padding=1, bias=True, activation="sign", weight="sign"),
+    "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
+}
+
+
+def _is_fused(unit: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the unit's op ran as one BinaryConvFunction node."""
+    out = unit(x.clone().requires_grad_(True))
+    node, seen = out.grad_fn, []
+    while node is not None and len(seen) < 10:
+        seen.append(type(node).__name__)
+        node = node.next_functions[0][0] if node.next_functions else None
+    return any("BinaryConvFunction" in n for n in seen)
+
+
+@pytest.mark.parametrize("name", list(UNITS))
+def test_fused_unit_equals_reference(name: str) -> None:
+    """In float64, so that the comparison is about the formulas: in float32 the bias gradients of DAB are sums
+    of 128 terms that cancel, and the reference's polynomial surrogate rounds differently from ``2 - 2|s|``."""
+    unit = _perturbed(UNITS[name]()).double()
+    x = _input(2, 6, 8, 8).double()
+    assert _is_fused(unit, x)
+    (out_f, gx_f, gp_f), (out_r, gx_r, gp_r) = _run(unit, x), _run(unit, x, reference=True)
+    torch.testing.assert_close(out_f, out_r, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(gx_f, gx_r, rtol=RTOL, atol=ATOL)
+    assert gp_f.keys() == gp_r.keys()
+    for key in gp_r:
+        assert gp_r[key] is not None and gp_r[key].abs().sum() > 0, key
+        torch.testing.assert_close(gp_f[key], gp_r[key], rtol=RTOL, atol=ATOL, msg=lambda m, k=key: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("name", list(UNITS))
+def test_fused_unit_bit_identical_to_unfused(name: str) -> None:
+    """Fusion only changes what is saved: outputs and every gradient equal the unfused lean path bit for bit."""
+    unit = _perturbed(UNITS[name]())
+    x = _input(2, 6, 8, 8, seed=1)
+    unfused = configure_lean(copy.deepcopy(unit), fused=False)
+    assert not _is_fused(unfused, x)
+    (out_f, gx_f, gp_f), (out_u, gx_u, gp_u) = _run(unit, x), _run(unfused, x)
+    assert torch.equal(out_f, out_u)
+    assert torch.equal(gx_f, gx_u)
+    for key in gp_u:
+        assert torch.equal(gp_f[key], gp_u[key]), key
+
+
+def _saved_bytes(unit: torch.nn.Module, x: torch.Tensor) -> int:
+    params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr != 0:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unit(x.clone().requires_grad_(True))
+    return sum(seen.values())
+
+
+def test_fused_saves_less() -> None:
+    """DAB unit (no norm): the unfused path saves s, the binarized input, the binarized weight and its mask;
+    the fused node saves s (4 B per input element) plus per-channel statistics only."""
+    x = _input(2, 16, 12, 12)
+    unit = BinaryConv2d(16, 32, 3, padding=1, norm=False, bypass="none")
+    fused = _saved_bytes(unit, x)
+    unfused = _saved_bytes(configure_lean(copy.deepcopy(unit), fused=False), x)
+    n, w = x.numel(), unit.weight.numel()
+    assert unfused >= 8 * n + 5 * w
+    assert 4 * n <= fused <= 4 * n + 1024
+    bnn = BinaryConv2d(16, 32, 3, padding=1, norm=False, bypass="none", activation="sign", weight="sign")
+    assert _saved_bytes(bnn, x) <= n // 4 + 64  # signs and clip mask, 1 bit each
+
+
+def test_bf16_saved_format() -> None:
+    """The bf16 option: exact forward and weight gradient; the DAB gradients within bfloat16 rounding."""
+    unit = _perturbed(BinaryConv2d(6, 10, 3, padding=1))
+    x = _input(2, 6, 8, 8, seed=2)
+    lowp = configure_lean(copy.deepcopy(unit), saved_activation="bf16")
+    (out_l, gx_l, gp_l), (out_e, gx_e, gp_e) = _run(lowp, x), _run(unit, x)
+    assert torch.equal(out_l, out_e)
+    assert torch.equal(gp_l["weight"], gp_e["weight"])
+    torch.testing.assert_close(gx_l, gx_e, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(gx_l, gx_e)  # it is an approximation (which is why it is off by default)
+    plain = _saved_bytes(BinaryConv2d(16, 32, 3, padding=1, norm=False, bypass="none"), _input(2, 16, 12, 12))
+    small = _saved_bytes(
+        configure_lean(BinaryConv2d(16, 32, 3, padding=1, norm=False, bypass="none"), saved_activation="bf16"),
+        _input(2, 16, 12, 12),
+    )
+    assert small < 0.6 * plain
+
+
+def test_configure_lean_rejects_unknown_format() -> None:
+    with pytest.raises(ValueError, match="saved_activation"):
+        configure_lean(BinaryConv2d(4, 4, 1), saved_activation="fp8")
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 64, 1001])
+def test_pack_bits_round_trip(n: int) -> None:
+    mask = torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.5
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
+    assert torch.equal(unpack_bits(packed, mask.shape).bool(), mask)
+
+
+def test_negative_zero_rebuilt_as_plus() -> None:
+    """-0.0 binarizes to +alpha in forward and is rebuilt as +alpha in backward (both saved formats)."""
+    x = torch.tensor([-0.0, 0.0, -2.0, 0.5]).view(1, 1, 2, 2).requires_grad_(True)
+    zeros = torch.zeros(1, 1, 1, 1)
+    w = torch.ones(1, 1, 1, 1, requires_grad=True)
+    geometry = ConvGeometry((1, 1), (0, 0), (1, 1), False, (0, 0), 1)
+    for saved in ("exact", "bf16"):
+        w.grad = None
+        y = BinaryConvFunction.apply(x, w, None, zeros, zeros, zeros, "dab", "fp32", (), geometry, saved)
+        assert y.flatten().tolist() == [1.0, 1.0, -1.0, 1.0]
+        y.backward(torch.ones_like(y))
+        assert w.grad.item() == 2.0  # sum of the rebuilt binarized input: +1 +1 -1 +1
