@@ -10,6 +10,7 @@ import torch
 from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
 from bindense.binary.fused import BinaryConvFunction, ConvGeometry, pack_bits, unpack_bits
 from bindense.binary.layers import configure_lean
+from bindense.models.spec import MethodSpec
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -47,6 +48,7 @@ UNITS = {
     "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
     "sign_sign_bias": lambda: BinaryConv2d(6, 8, 3, padding=1, bias=True, activation="sign", weight="sign"),
     "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
+    "dab_transposed_input_scale": lambda: MethodSpec(transpose_scale="input").conv_transpose(6, 4, 2, stride=2),
 }
 
 
@@ -162,3 +164,24 @@ def test_negative_zero_rebuilt_as_plus() -> None:
         assert y.flatten().tolist() == [1.0, 1.0, -1.0, 1.0]
         y.backward(torch.ones_like(y))
         assert w.grad.item() == 2.0  # sum of the rebuilt binarized input: +1 +1 -1 +1
+
+
+@pytest.mark.parametrize("variant", ["dab_groups", "sign_zero"])
+def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> None:
+    """Grouped DAB (method.dab_groups) and sign(0) = 0 (method.sign_zero) are not fused: same as the reference."""
+    spec = MethodSpec(dab_groups=4) if variant == "dab_groups" else MethodSpec(sign_zero="zero")
+    unit = _perturbed(spec.conv(10, 8, 3, padding=1))
+    x = _input(2, 10, 9, 9)
+    if variant == "sign_zero":  # exact zeros of the signed input and of the latent weight
+        with torch.no_grad():
+            unit.activation_binarizer.k.zero_()
+            unit.activation_binarizer.b.zero_()
+            unit.weight.view(-1)[:3] = 0.0
+        x[:, :, :2] = 0.0
+    assert not _is_fused(unit, x)
+    out, gx, gp = _run(unit, x)
+    ref_out, ref_gx, ref_gp = _run(unit, x, reference=True)
+    torch.testing.assert_close(out, ref_out, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(gx, ref_gx, rtol=RTOL, atol=ATOL)
+    for name in gp:
+        torch.testing.assert_close(gp[name], ref_gp[name], rtol=RTOL, atol=ATOL)

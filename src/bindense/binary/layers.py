@@ -157,8 +157,10 @@ class _BinaryUnit:
         if q.reference_enabled() or x.dim() != 4:
             return None
         binarizer = self.activation_binarizer
-        if act == "dab" and (binarizer.channels_last or getattr(binarizer, "groups", 1) != 1):
-            return None
+        if act == "dab" and (binarizer.channels_last or binarizer.group_size is not None):
+            return None  # grouped DAB (method.dab_groups) runs its own module
+        if "zero" in (binarizer.sign_zero, getattr(self.weight_binarizer, "sign_zero", "plus")):
+            return None  # the node implements sign(0) = +1 only (method.sign_zero, docs/METHODS.md)
         dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
         a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
         return BinaryConvFunction.apply(
