@@ -285,3 +285,27 @@ def test_bnn_neck_meets_relu_zeros() -> None:
         assert seen["a"].unique().tolist() == values
         spread = interior.std(dim=(-2, -1)).max().item()
         assert spread == 0.0 if mode == "plus" else spread > 0.1  # plus: the prediction is constant inside
+
+
+def test_attention_normalize_switch_gives_the_literal_binary_product() -> None:
+    """``method.attention_normalize=false`` feeds ``proj`` the literal ``A v`` (integer sums of +-1 values)."""
+    from bindense.models.spec import MethodSpec
+    from bindense.models.vit import Attention
+
+    torch.manual_seed(0)
+    ours = Attention(MethodSpec.from_config({"layout": "bidense"}), dim=16, num_heads=2)
+    literal = Attention(MethodSpec.from_config({"layout": "bidense", "attention_normalize": False}), 16, 2)
+    literal.load_state_dict(ours.state_dict())
+    assert ours.normalize and not literal.normalize
+    seen, x = {}, torch.randn(2, 9, 16)
+    for name, m in (("ours", ours), ("literal", literal)):
+        m.proj.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args[0].detach()))
+        m(x)
+    a, b = seen["ours"], seen["literal"]
+    assert torch.equal(b, b.round()) and b.abs().max() > 1  # counts of +-1 over the selected keys
+    assert a.abs().max() <= 1 + 1e-6
+    # each head's row is the literal row divided by one count (its number of selected keys, >= 1)
+    ratio = (b / a).reshape(2, 9, 2, 8)
+    count = ratio[..., :1]
+    torch.testing.assert_close(ratio, count.expand_as(ratio))
+    assert torch.equal(count, count.round()) and count.min() >= 1

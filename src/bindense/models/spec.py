@@ -107,6 +107,8 @@ class MethodSpec:
         transpose_scale: axis of a transposed conv's weight scale, ``input`` (authors) or ``output``.
         sign_zero: an exact zero binarizes to ``plus`` (+1) or ``zero`` (0, ``torch.sign``), weights and
             activations alike (docs/METHODS.md).
+        attention_normalize: divide each row of the binary attention product ``A v`` by its number of selected
+            keys (ours, default) or keep the literal ``A v`` of the authors' code (``false``; docs/METHODS.md).
         dab_groups: DAB scale per group of this many input channels, ``all`` (per sample) or null (per channel);
             docs/DEPLOY.md "DAB groups".
     """
@@ -126,6 +128,7 @@ class MethodSpec:
     vit_mlp_act: str = "gelu"
     transpose_scale: str = "input"
     sign_zero: str = "plus"
+    attention_normalize: bool = True
     dab_groups: int | str | None = None
 
     def __post_init__(self) -> None:

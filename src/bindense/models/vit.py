@@ -71,18 +71,18 @@ class Attention(nn.Module):
     """Multi-head self-attention; binary (BiViT softmax-aware) when the spec's linears are binary.
 
     Binary: ``A = 1[P >= threshold * rowmax(P)]`` forward (gradient straight through to the softmax P), then
-    the binary matmul ``A v``. With ``normalize=True`` (default) each row of ``A v`` is divided by its number
-    of selected keys, a per-row scale after the binary matmul (like the softmax rows summing to one): it
-    keeps the output in [-1, 1], where the next binarizer's ApproxSign has a gradient (integer sums of
-    +-1 would block almost all of it); ``normalize=False`` is the literal ``A v``.
+    the binary matmul ``A v``. With ``normalize`` (default ``method.attention_normalize``, true) each row of
+    ``A v`` is divided by its number of selected keys, a per-row scale after the binary matmul (like the
+    softmax rows summing to one): it keeps the output in [-1, 1], where the next binarizer's ApproxSign has
+    a gradient (integer sums of +-1 would block almost all of it); false is the authors' literal ``A v``.
     """
 
     def __init__(
-        self, spec: MethodSpec, dim: int, num_heads: int, threshold: float = 0.25, normalize: bool = True
+        self, spec: MethodSpec, dim: int, num_heads: int, threshold: float = 0.25, normalize: bool | None = None
     ) -> None:
         super().__init__()
         self.num_heads, self.scale, self.threshold = num_heads, (dim // num_heads) ** -0.5, threshold
-        self.normalize = normalize
+        self.normalize = spec.attention_normalize if normalize is None else normalize
         self.qkv = spec.linear(dim, 3 * dim)
         self.proj = spec.linear(dim, dim)
         self.binary = spec.linear_activation != "fp32"
