@@ -185,3 +185,15 @@ def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> No
     torch.testing.assert_close(gx, ref_gx, rtol=RTOL, atol=ATOL)
     for name in gp:
         torch.testing.assert_close(gp[name], ref_gp[name], rtol=RTOL, atol=ATOL)
+
+
+def test_a_hooked_binarizer_runs_as_itself_while_training() -> None:
+    """Forward hooks on a binarizer (diagnostics, activation entropy) fire with gradients on: no fused node."""
+    unit = _perturbed(BinaryConv2d(6, 8, 3, padding=1))
+    x = _input(2, 6, 7, 7)
+    assert _is_fused(unit, x)
+    seen = []
+    handle = unit.activation_binarizer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert not _is_fused(unit, x) and seen == [torch.Size([2, 6, 7, 7])]
+    handle.remove()
+    assert _is_fused(unit, x)

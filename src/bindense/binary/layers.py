@@ -98,6 +98,11 @@ class Maxout(nn.Module):
         return self.pos_scale * F.relu(x) - self.neg_scale * F.relu(-x)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """True when forward (pre-)hooks are registered on ``module`` itself."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
 class _BinaryUnit:
     """Shared construction and bookkeeping of the binary units (mixed into torch's layer classes)."""
 
@@ -147,8 +152,8 @@ class _BinaryUnit:
     def _fused_op(self, x: Tensor, geometry: ConvGeometry) -> Tensor | None:
         """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable.
 
-        Only where autograd records (training): without gradients nothing is saved, and the binarizer modules
-        run as themselves (their forward hooks fire, e.g. for inspection or calibration).
+        Only where autograd records (training) and no hook watches a binarizer: without gradients nothing is
+        saved, and hooked binarizer modules run as themselves (their hooks fire, e.g. for diagnostics).
         """
         act = _FUSED_ACTIVATIONS.get(type(self.activation_binarizer))
         kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
@@ -161,6 +166,8 @@ class _BinaryUnit:
             return None  # grouped DAB (method.dab_groups) runs its own module
         if "zero" in (binarizer.sign_zero, getattr(self.weight_binarizer, "sign_zero", "plus")):
             return None  # the node implements sign(0) = +1 only (method.sign_zero, docs/METHODS.md)
+        if _hooked(binarizer) or _hooked(self.weight_binarizer):
+            return None  # a hooked binarizer (diagnostics, entropy) must run as itself
         dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
         a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
         return BinaryConvFunction.apply(
