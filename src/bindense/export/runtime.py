@@ -150,7 +150,7 @@ def _fold_norm(unit: nn.Module, out_channels: int) -> tuple[Tensor, Tensor]:
 
 
 class NativeBinaryConv2d(nn.Module):
-    """Inference-only binary conv unit on packed weight words (see the module docstring for the formula)."""
+    """Inference-only binary conv unit on 1-bit weights held once (see the module docstring for the formula)."""
 
     input_bits = 1
     weight_bits = 1
