@@ -107,7 +107,10 @@ def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatc
         units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
         per_channel = name == "bidense"
         assert all(m.float_path == (m.depthwise or per_channel) for m in units)
-        assert all((m.w_bits is None) == m.depthwise for m in units)  # depthwise weights kept as 1-bit bytes
+        # one copy of the weights each: 1-bit bytes (depthwise), words (float path) or the kernel layout
+        assert all((m.w_signs is not None) == m.depthwise for m in units)
+        assert all((m.w_bits is not None) == (m.float_path and not m.depthwise) for m in units)
+        assert all((m.weights is not None) == (not m.float_path) for m in units)
         calls["binary"] = 0
         with torch.no_grad():
             packed(x)
@@ -126,6 +129,54 @@ def test_whole_model_close_and_weights_stay_packed(tmp_path: Path, name: str) ->
     binary_weights = sum(u.weight.numel() for u in reference.modules() if getattr(u, "is_binary", False))
     saved = resident_bytes(reference) - resident_bytes(packed)
     assert saved > 0.9 * binary_weights * 4  # the float copies of the 1-bit weights are gone
+
+
+@pytest.mark.parametrize("isa", ["best", "torch"])
+@pytest.mark.parametrize("name", ["bidense_g64", "reactnet", "bidense"])
+def test_native_model_holds_each_weight_once(tmp_path: Path, name: str, isa: str) -> None:
+    """Resident bytes = parameters and buffers + the kernel layouts; running the model caches no weight copy."""
+    path = _export(tmp_path, METHODS[name])
+    native.set_isa(None if isa == "best" else isa)
+    try:
+        reference, packed = load_packed(path), load_packed(path, runtime="native")
+        prepared = [m.weights for m in packed.modules() if isinstance(m, NativeBinaryConv2d) and m.weights is not None]
+        assert all(w.layout == ("words" if isa == "torch" else native.isa()) for w in prepared)
+        assert len(prepared) > 0 or name == "bidense"  # per-channel DAB: every unit on the float path
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                    for t in list(packed.parameters()) + list(packed.buffers())}  # fmt: skip
+        assert not {w.data.untyped_storage().data_ptr() for w in prepared} & storages.keys()
+        before, cached = resident_bytes(packed), len(native._WEIGHT_CACHE)
+        assert before == sum(storages.values()) + sum(w.nbytes for w in prepared)
+        x = torch.randn(1, 3, 64, 80)
+        with torch.no_grad():
+            want, got = reference(x)["seg"], packed(x)["seg"]
+        assert len(native._WEIGHT_CACHE) == cached and resident_bytes(packed) == before
+        assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.999
+    finally:
+        native.set_isa(None)
+
+
+def test_native_state_dict_holds_the_packed_words_and_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    method = METHODS["bidense_g64"]
+    path = _export(tmp_path / "a", method)
+    reference, first = load_packed(path), load_packed(path, runtime="native")
+    second = load_packed(_export(tmp_path / "b", method, _perturbed(method, seed=2)), runtime="native")
+    state = first.model.state_dict()
+    units = [n for n, m in first.model.named_modules(remove_duplicate=False)  # shared modules under every name
+             if isinstance(m, NativeBinaryConv2d) and not m.depthwise]
+    assert units and {k for k in state if k.endswith(".w_bits")} == {f"{n}.w_bits" for n in units}
+    for n in units:  # the portable packed words of the file's signs, whatever the ISA layout held
+        assert torch.equal(state[f"{n}.w_bits"], native.pack_weights(reference.get_submodule(n).weight.detach()))
+    state = first.state_dict()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        want = first(x)["seg"]
+        assert not torch.equal(second(x)["seg"], want)
+        second.load_state_dict(state)
+        torch.testing.assert_close(second(x)["seg"], want, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match=r"Missing key.*w_bits"):
+        second.load_state_dict({k: v for k, v in state.items() if not k.endswith("w_bits")})
 
 
 def test_bad_input_is_refused_with_what_was_expected(tmp_path: Path) -> None:

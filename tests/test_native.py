@@ -189,6 +189,54 @@ def test_prepared_bytes_counts_the_cached_layout():
         assert native.prepared_bytes(w) >= w.numel() * 8 + 8 * 9 * 4
 
 
+# (C, O, k, stride, padding, groups, channel_group_size): dense, odd channels, DAB segments, grouped, depthwise
+PREPARED_CASES = [(64, 64, 3, 1, 1, 1, None), (100, 40, 3, 2, 1, 1, None), (130, 33, 1, 1, 0, 1, 48),
+                  (256, 72, 3, 1, 1, 1, 64), (96, 64, 3, 1, 1, 4, None), (64, 32, 3, 1, 1, 4, 8),
+                  (48, 48, 7, 1, 3, 48, 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PREPARED_CASES, ids=[str(i) for i in range(len(PREPARED_CASES))])
+def test_prepared_weights_equal_w_bits(isa, case):
+    """prepare_weights' layout gives the same outputs as the packed words, holds one copy, caches nothing."""
+    c, o, k, s, p, g, gsize = case
+    x, wt = rand(2, c, 9, 8, seed=40), rand(o, c // g, k, k, seed=41)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    gs = rand(2, -(-c // gsize), seed=42).abs() + 0.1 if gsize else None
+    epi = dict(channel_group_size=gsize, group_scale=gs, out_scale=rand(o, seed=43), out_bias=rand(o, seed=44))
+    prepared = native.prepare_weights(wb.clone(), c, k, g, gsize)
+    assert prepared.layout == ("words" if isa == "torch" or g == c == o else isa)
+    assert torch.equal(prepared.words(), wb) and prepared.nbytes == prepared.data.untyped_storage().nbytes()
+    cached = len(native._WEIGHT_CACHE)
+    y = native.binary_conv2d(xb, prepared, c, k, s, p, g, **epi)
+    assert len(native._WEIGHT_CACHE) == cached  # the prepared layout is the only copy
+    assert torch.equal(y, native.binary_conv2d(xb, wb, c, k, s, p, g, **epi))
+
+
+def test_prepared_weights_on_another_isa_and_bad_calls():
+    c, o = 130, 40
+    xb, wb = native.pack_activations(rand(1, c, 6, 7, seed=45)), native.pack_weights(rand(o, c, 3, 3, seed=46))
+    gs = rand(1, 3, seed=47).abs()
+    for prepared_on in ISAS:
+        native.set_isa(prepared_on)
+        try:
+            prepared = native.prepare_weights(wb, c, 3, channel_group_size=64)
+            for run_on in ISAS:  # a layout for one path still runs (re-laid out per call) on every other
+                native.set_isa(run_on)
+                want = native.binary_conv2d(xb, wb, c, 3, 1, 1, channel_group_size=64, group_scale=gs)
+                got = native.binary_conv2d(xb, prepared, c, 3, 1, 1, channel_group_size=64, group_scale=gs)
+                assert torch.equal(got, want), (prepared_on, run_on)
+        finally:
+            native.set_isa(None)
+    prepared = native.prepare_weights(wb, c, 3, channel_group_size=64)
+    with pytest.raises(ValueError, match=r"prepared for in_channels=130, kernel_size=\(3, 3\).*this call has "
+                                         r"in_channels=130, kernel_size=\(1, 1\)"):
+        native.binary_conv2d(xb, prepared, c, 1, 1, 0, channel_group_size=64, group_scale=gs)
+    with pytest.raises(ValueError, match="channel segments of 64"):
+        native.binary_conv2d(xb, prepared, c, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"w_bits must have shape \[40, 1, 1, 3\]"):
+        native.prepare_weights(wb, c, 1)
+
+
 def test_reference_pack_matches_native_pack():
     x, t = rand(3, 130, 4, 7, seed=20), rand(3, 130, seed=21)
     assert torch.equal(native.pack_activations(x, t), reference.pack_activations(x, t))

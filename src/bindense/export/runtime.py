@@ -1,7 +1,8 @@
 """The native runtime of ``.bdn`` exports: binary convs on the bit-packed kernels of :mod:`bindense.native`.
 
 ``load_packed(path, runtime="native")`` replaces every exported ``BinaryConv2d`` by a :class:`NativeBinaryConv2d`
-that keeps only the packed weight words (1 bit per weight) and runs
+that keeps one copy of its 1-bit weights (the kernels' layout, :func:`bindense.native.prepare_weights`, made at load;
+the packed words on the float path) and runs
 
     y = out_scale[o] * S + out_bias[o] + residual
 
@@ -149,7 +150,7 @@ def _fold_norm(unit: nn.Module, out_channels: int) -> tuple[Tensor, Tensor]:
 
 
 class NativeBinaryConv2d(nn.Module):
-    """Inference-only binary conv unit on packed weight words (see the module docstring for the formula)."""
+    """Inference-only binary conv unit on 1-bit weights held once (see the module docstring for the formula)."""
 
     input_bits = 1
     weight_bits = 1
@@ -166,12 +167,12 @@ class NativeBinaryConv2d(nn.Module):
         signs = unpack_signs(parts["signs"], [out_channels, cg, kh, kw])
         pm1 = signs.float() * 2 - 1
         self.weight_shape = (out_channels, cg, kh, kw)
-        if self.depthwise:  # one input channel per word would waste 63 of 64 bits: keep the file's 1-bit bytes
-            self.register_buffer("w_signs", parts["signs"].clone())
-            self.register_buffer("w_bits", None)
-        else:
-            self.register_buffer("w_signs", None)
-            self.register_buffer("w_bits", native.pack_weights(pm1))
+        # exactly one copy of the weights: the file's 1-bit bytes (depthwise: one input channel per word would waste
+        # 63 of 64 bits), the packed words (float path) or the kernels' layout (popcount path, not a buffer)
+        self.register_buffer("w_signs", parts["signs"].clone() if self.depthwise else None)
+        words = native.pack_weights(pm1) if not self.depthwise else None
+        self.register_buffer("w_bits", words if self.float_path and not self.depthwise else None)
+        self.weights: native.PreparedWeights | None = None if self.float_path else self._prepare(words)
         half, mid = weight_levels(encoding, parts, out_channels)
         s, t = _fold_norm(unit, out_channels)
         self.register_buffer("out_scale", (s * half).contiguous())
@@ -198,11 +199,36 @@ class NativeBinaryConv2d(nn.Module):
         dab = self.activation.binarizer
         return self.depthwise or (isinstance(dab, DAB) and dab.group_size is None)
 
+    @property
+    def channel_group_size(self) -> int | None:
+        """DAB's channel group size (grouped DAB), passed to the kernel with the per-group scales."""
+        return self.activation.binarizer.group_size if isinstance(self.activation, _DABInput) else None
+
+    def _prepare(self, words: Tensor) -> native.PreparedWeights:
+        return native.prepare_weights(words, self.in_channels, self.kernel_size, self.groups, self.channel_group_size)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """The state dict holds the portable packed words ``w_bits`` (not the ISA layout) for every unit."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.weights is not None:
+            destination[prefix + "w_bits"] = self.weights.words()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        if self.weights is not None:
+            if prefix + "w_bits" in state_dict:
+                self.weights = self._prepare(state_dict.pop(prefix + "w_bits").contiguous())
+            elif strict:
+                missing_keys.append(prefix + "w_bits")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def pm1_weight(self) -> Tensor:
         """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
-        if self.w_bits is None:
+        if self.w_signs is not None:
             return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
-        return unpack_words(self.w_bits, self.in_channels // self.groups)
+        words = self.w_bits if self.weights is None else self.weights.words()
+        return unpack_words(words, self.in_channels // self.groups)
 
     def extra_repr(self) -> str:
         return (
@@ -225,7 +251,7 @@ class NativeBinaryConv2d(nn.Module):
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
         return native.binary_conv2d(
             inp.bits,
-            self.w_bits,
+            self.weights,
             self.in_channels,
             self.kernel_size,
             self.stride,
@@ -321,22 +347,20 @@ def to_native(
     return NativeModel(model, first.in_channels if first is not None else 3)
 
 
+def prepared_units(module: nn.Module) -> list[NativeBinaryConv2d]:
+    """``module``'s native units on the popcount path (those holding :class:`bindense.native.PreparedWeights`)."""
+    return [m for m in module.modules() if isinstance(m, NativeBinaryConv2d) and m.weights is not None]
+
+
 def prepared_weight_bytes(module: nn.Module) -> int:
-    """Bytes of the kernel-layout weight copies :mod:`bindense.native` caches for ``module``'s packed units
-    (made at the first call of each unit; 0 before)."""
-    cache = getattr(native, "_WEIGHT_CACHE", {})  # keyed by id(w_bits): (key, (weights, popcounts))
-    total = 0
-    for m in module.modules():
-        if isinstance(m, NativeBinaryConv2d) and m.w_bits is not None and id(m.w_bits) in cache:
-            total += sum(t.untyped_storage().nbytes() for t in cache[id(m.w_bits)][1])
-    return total
+    """Bytes of the kernel-layout weights held by ``module``'s units on the popcount path (made at load; the
+    only copy of those weights)."""
+    return sum(m.weights.nbytes for m in prepared_units(module))
 
 
 def resident_bytes(module: nn.Module) -> int:
-    """Bytes that stay in memory for ``module``: the distinct storages of its parameters and buffers, plus the
-    native kernels' cached weight layouts of its units (:func:`prepared_weight_bytes`; run a forward first)."""
-    seen: dict[int, int] = {}
-    for t in list(module.parameters()) + list(module.buffers()):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values()) + prepared_weight_bytes(module)
+    """Bytes that stay in memory for ``module``: the distinct storages of its parameters, buffers and the
+    kernel-layout weights of its native units (:func:`prepared_weight_bytes`)."""
+    tensors = list(module.parameters()) + list(module.buffers()) + [m.weights.data for m in prepared_units(module)]
+    seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(seen.values())

@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import os
 import weakref
+from dataclasses import replace
 
 import torch
 
 from bindense.native import build, reference
-from bindense.native.checks import ConvSpec, check_conv, check_output
+from bindense.native.checks import ConvSpec, check_conv, check_output, check_weights
+from bindense.native.prepared import WORDS, PreparedWeights
 from bindense.native.reference import pack_weights, unpack_activations, unpack_weights
 
 __all__ = [
     "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
-    "unpack_weights", "binary_conv2d", "binary_conv_transpose2d", "prepared_bytes", "ISAS",
+    "unpack_weights", "prepare_weights", "PreparedWeights", "binary_conv2d", "binary_conv_transpose2d",
+    "prepared_bytes", "ISAS",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
 _forced: list[str | None] = [None]
-_WEIGHT_CACHE: dict[int, tuple] = {}  # id(w_bits) -> (key, prepared layout); dropped when w_bits dies
+_WEIGHT_CACHE: dict[int, tuple] = {}  # id(w_bits) -> (key, prepared layout); dropped when w_bits dies (plain
+# w_bits arguments only: a PreparedWeights argument is its own and only copy)
 
 
 def available() -> bool:
@@ -101,6 +105,31 @@ def _prepared(ext, spec: ConvSpec, name: str) -> tuple[torch.Tensor, torch.Tenso
     return entry[1]
 
 
+def prepare_weights(
+    w_bits: torch.Tensor,
+    in_channels: int,
+    kernel_size: int | tuple[int, int],
+    groups: int = 1,
+    channel_group_size: int | None = None,
+) -> PreparedWeights:
+    """Lay packed weights out once for the ISA path in use (:func:`isa`): pass the result to :func:`binary_conv2d`
+    in place of ``w_bits`` and drop ``w_bits``: the layout is then the weights' only copy (nothing is cached).
+
+    ``channel_group_size`` must be the one the convs pass (DAB groups split the layout into segments). Depthwise
+    weights and the ``torch`` path keep the words themselves. A call on another ISA path than the one prepared
+    for re-lays the weights out for that call (correct, but slower: prepare again after :func:`set_isa`).
+    """
+    kh, kw = check_weights(w_bits, in_channels, kernel_size, groups, channel_group_size)
+    name = isa()
+    ext = build.extension() if name != "torch" else None
+    out_channels = w_bits.shape[0]
+    args = (in_channels, out_channels, (kh, kw), groups, channel_group_size)
+    if ext is None or groups == in_channels == out_channels > 1:
+        return PreparedWeights(WORDS, w_bits, *args)
+    wt, _ = ext.prepare_weights(w_bits, in_channels, groups, channel_group_size or 0, name)  # tap popcounts: per call
+    return PreparedWeights(name, wt, *args)
+
+
 def prepared_bytes(w_bits: torch.Tensor) -> int:
     """Bytes of the cached ISA layout of ``w_bits`` (a second copy of the weights, built at its first conv; 0 if
     none): count it in a model's resident size."""
@@ -114,17 +143,25 @@ def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
     if ext is None:
         return None
     epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name, out)
+    w = spec.w_bits
     if spec.groups == spec.in_channels == spec.out_channels > 1:
-        return ext.depthwise_conv2d(spec.x_bits, spec.w_bits, spec.in_channels, *spec.kernel_size, *spec.stride,
+        words = w.words() if isinstance(w, PreparedWeights) else w
+        return ext.depthwise_conv2d(spec.x_bits, words, spec.in_channels, *spec.kernel_size, *spec.stride,
                                     *spec.padding, spec.channel_group_size or 0, *epi)
-    wt, wpop = _prepared(ext, spec, name)
+    if not isinstance(w, PreparedWeights):
+        wt, wpop = _prepared(ext, spec, name)
+    elif w.layout == name:
+        wt, wpop = w.data, None  # the kernel recomputes the tap popcounts (one pass over the weights)
+    else:  # prepared for another ISA path: a layout for this call only
+        wt, wpop = ext.prepare_weights(w.words(), spec.in_channels, spec.groups, spec.channel_group_size or 0,
+                                       name)
     return ext.conv2d(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size, *spec.stride,
                       *spec.padding, spec.groups, spec.channel_group_size or 0, *epi)
 
 
 def binary_conv2d(
     x_bits: torch.Tensor,
-    w_bits: torch.Tensor,
+    w_bits: torch.Tensor | PreparedWeights,
     in_channels: int,
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int] = 1,
@@ -144,6 +181,8 @@ def binary_conv2d(
     ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
     channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.
     ``out``: a contiguous float32 [N, O, Ho, Wo] buffer to reuse (a fresh large output costs page faults).
+    ``w_bits``: packed words (laid out for the kernels at the first call and cached on the tensor: keep the same
+    tensor object between calls) or :func:`prepare_weights`' result (no cache: the layout is the only copy).
     """
     spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, groups, channel_group_size,
                       group_scale, out_scale, out_bias, residual)
@@ -152,6 +191,8 @@ def binary_conv2d(
     y = _native(spec, out)
     if y is not None:
         return y
+    if isinstance(spec.w_bits, PreparedWeights):
+        spec = replace(spec, w_bits=spec.w_bits.words())
     y = reference.binary_conv2d(spec)
     return out.copy_(y) if out is not None else y
 

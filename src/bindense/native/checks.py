@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bindense.native.prepared import PreparedWeights
+
 
 def _pair(v: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
     if isinstance(v, int):
@@ -35,7 +37,7 @@ class ConvSpec:
     """A checked binary convolution call (shapes consistent, dtypes and layout as the kernels expect)."""
 
     x_bits: torch.Tensor
-    w_bits: torch.Tensor
+    w_bits: torch.Tensor | PreparedWeights
     in_channels: int
     out_channels: int
     kernel_size: tuple[int, int]
@@ -52,7 +54,7 @@ class ConvSpec:
 
 def check_conv(
     x_bits: torch.Tensor,
-    w_bits: torch.Tensor,
+    w_bits: torch.Tensor | PreparedWeights,
     in_channels: int,
     kernel_size: int | tuple[int, int],
     stride: int | tuple[int, int],
@@ -75,16 +77,17 @@ def check_conv(
     if not isinstance(x_bits, torch.Tensor) or x_bits.dim() != 4:
         raise ValueError("bindense.native: x_bits must be an int64 tensor [N, H, W, ceil(C/64)] "
                          "(from pack_activations)")
-    if not isinstance(w_bits, torch.Tensor) or w_bits.dim() != 4:
+    prepared = isinstance(w_bits, PreparedWeights) and not transposed
+    if not prepared and (not isinstance(w_bits, torch.Tensor) or w_bits.dim() != 4):
         raise ValueError("bindense.native: w_bits must be an int64 tensor [O, kh, kw, ceil(Cg/64)] "
-                         "(from pack_weights)")
+                         "(from pack_weights)" + ("" if transposed else " or PreparedWeights (from prepare_weights)"))
     n, h, w, _ = x_bits.shape
     if in_channels < 1 or groups < 1 or in_channels % groups:
         raise ValueError(f"bindense.native: in_channels={in_channels} must be a positive multiple of "
                          f"groups={groups}")
     cg = in_channels // groups
     _tensor(x_bits, "x_bits", torch.int64, (n, h, w, (in_channels + 63) // 64))
-    o = w_bits.shape[0]
+    o = w_bits.out_channels if prepared else w_bits.shape[0]
     if transposed:
         if groups != 1:
             raise ValueError("bindense.native: binary_conv_transpose2d supports groups=1 only")
@@ -97,7 +100,10 @@ def check_conv(
             raise ValueError(f"bindense.native: out channels {o} (w_bits.shape[0]) must be a multiple of "
                              f"groups={groups}")
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    _tensor(w_bits, "w_bits", torch.int64, (o, kh, kw, (cg + 63) // 64))
+    if prepared:
+        w_bits.check_call(in_channels, (kh, kw), groups, channel_group_size)
+    else:
+        _tensor(w_bits, "w_bits", torch.int64, (o, kh, kw, (cg + 63) // 64))
     if ho < 1 or wo < 1:
         raise ValueError(f"bindense.native: input {h}x{w} is too small for kernel {(kh, kw)}, stride "
                          f"{(sh, sw)}, padding {(ph, pw)} (output {ho}x{wo})")
@@ -124,3 +130,27 @@ def check_output(out: torch.Tensor, spec: ConvSpec) -> None:
     """A caller's output buffer must be a contiguous float32 CPU tensor of the conv's output shape."""
     n = spec.x_bits.shape[0]
     _tensor(out, "out", torch.float32, (n, spec.out_channels, *spec.out_hw))
+
+
+def check_weights(
+    w_bits: torch.Tensor, in_channels: int, kernel_size: int | tuple[int, int], groups: int,
+    channel_group_size: int | None,
+) -> tuple[int, int]:
+    """Validate the arguments of ``prepare_weights`` (the weight half of :func:`check_conv`); the kernel size."""
+    kh, kw = _pair(kernel_size, "kernel_size")
+    if in_channels < 1 or groups < 1 or in_channels % groups:
+        raise ValueError(f"bindense.native: in_channels={in_channels} must be a positive multiple of "
+                         f"groups={groups}")
+    if not isinstance(w_bits, torch.Tensor) or w_bits.dim() != 4:
+        raise ValueError("bindense.native: w_bits must be an int64 tensor [O, kh, kw, ceil(Cg/64)] "
+                         "(from pack_weights)")
+    o, cg = w_bits.shape[0], in_channels // groups
+    if o % groups:
+        raise ValueError(f"bindense.native: out channels {o} (w_bits.shape[0]) must be a multiple of "
+                         f"groups={groups}")
+    _tensor(w_bits, "w_bits", torch.int64, (o, kh, kw, (cg + 63) // 64))
+    if channel_group_size is not None and (channel_group_size < 1 or (groups > 1 and cg % channel_group_size
+                                                                      and channel_group_size % cg)):
+        raise ValueError(f"bindense.native: channel_group_size={channel_group_size} must be >= 1 and, with "
+                         f"groups={groups}, divide {cg} or be a multiple of it")
+    return kh, kw

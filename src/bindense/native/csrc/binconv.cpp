@@ -80,6 +80,16 @@ inline void extract_bits(const uint64_t* src, int64_t nsrc, int64_t start, int64
   }
 }
 
+// The inverse of extract_bits: ORs the first `len` bits of Kd words into a packed channel row at bit `start`.
+inline void deposit_bits(const uint64_t* src, int64_t Kd, int64_t start, int64_t len, uint64_t* dst, int64_t ndst) {
+  for (int64_t q = 0; q < Kd && 64 * q < len; ++q) {
+    const int64_t b = start + 64 * q, rem = len - 64 * q, wi = b >> 6, sh = b & 63;
+    const uint64_t v = rem < 64 ? src[q] & ((uint64_t(1) << rem) - 1) : src[q];
+    dst[wi] |= v << sh;
+    if (sh && wi + 1 < ndst) dst[wi + 1] |= v >> (64 - sh);
+  }
+}
+
 constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0FULL;
 
 // Rows per parallel chunk so that each chunk does >= 2^17 elementary steps: a small copy or pack stays on one thread
@@ -225,8 +235,53 @@ std::vector<at::Tensor> prepare_weights(const at::Tensor& wb, int64_t C, int64_t
   return {wt, wpop};
 }
 
-at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& wpop, int64_t C, int64_t O,
-                  int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G, int64_t cgs,
+// The packed words [O, kh, kw, ceil(Cg/64)] back from the layout of one ISA (the inverse of prepare_weights).
+at::Tensor unprepare_weights(const at::Tensor& wt, int64_t O, int64_t kh, int64_t kw, int64_t C, int64_t G,
+                             int64_t cgs, const std::string& isa_name) {
+  const Isa& isa = find_isa(isa_name);
+  TORCH_CHECK(G >= 1 && C % G == 0 && O % G == 0, "bindense.native: channels do not divide into groups");
+  const Segments s(C, G, cgs);
+  const int64_t T = kh * kw, Kg = (s.Cg + 63) / 64;
+  const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
+  TORCH_CHECK(wt.scalar_type() == at::kLong && wt.is_contiguous() && wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB,
+              "bindense.native: prepared weights do not match this conv (unprepare_weights with the same ISA)");
+  auto wb = at::zeros({O, kh, kw, Kg}, at::kLong);
+  const uint64_t* src = reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>());
+  uint64_t* dst0 = reinterpret_cast<uint64_t*>(wb.data_ptr<int64_t>());
+  std::vector<uint64_t> tmp(s.Kd);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t oo = 0; oo < Og; ++oo)
+      for (int64_t d = 0; d < s.D; ++d)
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t k = 0; k < s.Kd; ++k) {
+            const uint64_t* q = src + ((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * PL * OB + oo % OB;
+            tmp[k] = PL == 2 ? q[0] | (q[OB] << 4) : q[0];
+          }
+          deposit_bits(tmp.data(), s.Kd, d * s.e, s.len(d), dst0 + ((g * Og + oo) * T + t) * Kg, Kg);
+        }
+  return wb;
+}
+
+// The popcount of every weight tap [G][Ogp][D][T] from the ISA layout [G][nOB][D][T][Kd][planes][OB] (what
+// prepare_weights returns as wpop; recomputed per call when the caller keeps only the layout).
+std::vector<int32_t> tap_popcounts(const uint64_t* w, int64_t G, int64_t nOB, int64_t D, int64_t T, int64_t Kd,
+                                   int64_t PL, int64_t OB) {
+  std::vector<int32_t> pop(G * nOB * OB * D * T, 0);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t ob = 0; ob < nOB; ++ob)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t k = 0; k < Kd * PL; ++k) {
+            const uint64_t* q = w + (((g * nOB + ob) * D + d) * T + t) * Kd * PL * OB + k * OB;
+            for (int64_t j = 0; j < OB; ++j)
+              pop[((g * nOB * OB + ob * OB + j) * D + d) * T + t] += __builtin_popcountll(q[j]);
+          }
+  return pop;
+}
+
+at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
+                  int64_t O, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G,
+                  int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
                   const std::string& isa_name, const c10::optional<at::Tensor>& out) {
@@ -236,8 +291,12 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
   TORCH_CHECK(K == (C + 63) / 64, "bindense.native: x_bits has ", K, " words per pixel, expected ", (C + 63) / 64);
   const Segments s(C, G, cgs);
   const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
-  TORCH_CHECK(wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB && wpop.numel() == G * Ogp * s.D * T,
+  TORCH_CHECK(wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB && (!wpop || wpop->numel() == G * Ogp * s.D * T),
               "bindense.native: prepared weights do not match this conv (prepare_weights with the same ISA)");
+  const uint64_t* wwords = reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>());
+  std::vector<int32_t> pop_now;  // no wpop given: the tap popcounts from the layout (a pass over the weights)
+  if (!wpop) pop_now = tap_popcounts(wwords, G, nOB, s.D, T, s.Kd, PL, OB);
+  const int32_t* pop = wpop ? wpop->data_ptr<int32_t>() : pop_now.data();
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
   const float* res = opt_ptr(residual, "residual");
@@ -284,7 +343,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const at::Tensor& 
   }
 
   auto y = output(out, {N, O, Ho, Wo});
-  ConvArgs a{xdst, reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>()), wpop.data_ptr<int32_t>(),
+  ConvArgs a{xdst, wwords, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
              ph, pw};
@@ -343,6 +402,7 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isas", &bdn::cpu_isas, "native ISA paths this CPU supports, best first");
   m.def("prepare_weights", &bdn::prepare_weights, "packed weights in the layout of one ISA path");
+  m.def("unprepare_weights", &bdn::unprepare_weights, "packed weights back from the layout of one ISA path");
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");
   m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
