@@ -31,6 +31,7 @@ from bindense.export import (
     unpack_signs,
 )
 from bindense.export.container import write_container
+from bindense.export.deploy import perturb_
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,16 +66,7 @@ class Mixed(nn.Module):
 
 def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     """Perturb parameters and BN statistics away from their init (so that every stored value matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.num_batches_tracked.fill_(3)
-    return model.eval()
+    return perturb_(model, seed)
 
 
 @pytest.fixture

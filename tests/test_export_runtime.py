@@ -13,6 +13,7 @@ from torch import nn
 
 from bindense import native
 from bindense.export import PackedFormatError, export_packed, load_packed
+from bindense.export.deploy import perturb_
 from bindense.export.runtime import NativeBinaryConv2d, NativeModel, resident_bytes
 from bindense.models import build_model
 
@@ -49,15 +50,7 @@ def _perturbed(method: dict[str, Any], seed: int = 1) -> nn.Module:
     """A nano UperNet whose parameters and BN statistics are moved away from their init."""
     torch.manual_seed(seed)
     model = build_model(**{k: v for k, v in _config(method)["model"].items() if k != "_target_"})
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-    return model.eval()
+    return perturb_(model, seed)
 
 
 def _export(tmp_path: Path, method: dict[str, Any], model: nn.Module | None = None) -> Path:

@@ -43,6 +43,7 @@ def perturb_(model: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.num_batches_tracked.fill_(3)
     return model.eval()
 
 
