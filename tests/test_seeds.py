@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bindense.utils.results import find_runs, group_by_seed, group_stats, load_run, mean_std
+from bindense.utils.results import find_runs, group_by_seed, group_stats, load_run, mean_std, seed_rows
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize_sweep.py"
 BEST = "val/seg/mIoU_best"
@@ -75,9 +75,20 @@ def test_script_writes_grouped_table_and_error_bar_plot(sweep, capsys, monkeypat
     assert exit_info.value.code == 0
     text = (root / "summary_seeds.md").read_text()
     bnn = statistics.mean(values["bnn"]), statistics.stdev(values["bnn"])
-    assert f"| method=bnn | 1,2,3 | 0 | {bnn[0]:.4f} ± {bnn[1]:.4f} (n=3)" in text
-    assert "| method=bidense | 1,2,3 | 1 |" in text  # one failed job counted, not averaged
+    assert f"| method=bnn | 1,2,3 | 0 | 0 | {bnn[0]:.4f} ± {bnn[1]:.4f} (n=3)" in text
+    assert "| method=bidense | 1,2,3 | 1 | 0 |" in text  # one failed job counted, not averaged
     assert "| method=bnn | val/seg/pixAcc |" in text  # every val/ metric in the long table
     assert "bnn/flip_ratio" not in text
     assert (root / "summary_seeds.png").stat().st_size > 5_000
     assert "summary_seeds.md" in capsys.readouterr().out
+
+
+def test_a_running_job_is_unfinished_not_failed(sweep):
+    """A job of a sweep still running (no summary.json yet) is counted apart from the failed ones."""
+    root, _ = sweep
+    fake_run(root, 99, ["method=bnn", "seed=5", "trainer.max_epochs=8"], 0.0, status="unknown (no summary.json)")
+    groups = group_by_seed([load_run(p) for p in find_runs(root)])
+    header, rows = seed_rows(groups, [BEST])
+    assert header[2:4] == ["failed", "unfinished"]
+    by_label = {r[0]: r for r in rows}
+    assert by_label["method=bnn"][2:4] == ["0", "1"] and by_label["method=bidense"][2:4] == ["1", "0"]

@@ -287,6 +287,10 @@ def completed(run: dict[str, Any]) -> bool:
     return str(run.get("status", "")).startswith("completed")
 
 
+def failed(run: dict[str, Any]) -> bool:
+    return str(run.get("status", "")).startswith("failed")
+
+
 def group_stats(group: dict[str, Any], metrics: Sequence[str]) -> dict[str, tuple[float, float, int]]:
     """``{metric: (mean, std, n)}`` over the group's completed runs."""
     done = [r for r in group["runs"] if completed(r)]
@@ -308,13 +312,14 @@ def _pm(mean: float, std: float, n: int) -> str:
 
 def seed_rows(groups: Sequence[dict[str, Any]], metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the grouped table: one row per group, ``mean ± std (n)`` per metric."""
-    header = ["group", "seeds", "failed", *metrics]
+    header = ["group", "seeds", "failed", "unfinished", *metrics]
     rows = []
     for g in groups:
         stats = group_stats(g, metrics)
         seeds = ",".join(str(s) for s, r in zip(g["seeds"], g["runs"]) if completed(r)) or "-"
-        failed = sum(not completed(r) for r in g["runs"])
-        rows.append([g["label"], seeds, str(failed), *[_pm(*stats[m]) for m in metrics]])
+        n_failed = sum(failed(r) for r in g["runs"])
+        unfinished = sum(not completed(r) and not failed(r) for r in g["runs"])  # running, interrupted, unknown
+        rows.append([g["label"], seeds, str(n_failed), str(unfinished), *[_pm(*stats[m]) for m in metrics]])
     return header, rows
 
 
