@@ -7,8 +7,6 @@ Protocols and approximations are described in README.md.
 from bindense.metrics.depth import DEPTH_KEYS, DepthMetrics, PooledDepthRMSE, crop_mask
 from bindense.metrics.edge import EdgeMetrics, max_filter
 from bindense.metrics.multitask import (
-    HIGHER_IS_BETTER,
-    LOWER_IS_BETTER,
     MultiTaskDelta,
     delta_m,
     flatten_metrics,
@@ -17,15 +15,11 @@ from bindense.metrics.multitask import (
 from bindense.metrics.normals import NormalsMetrics
 from bindense.metrics.saliency import SaliencyMetrics
 from bindense.metrics.segmentation import SegmentationMetrics
-from bindense.metrics.tasks import DEPTH_PROTOCOLS, MAIN_METRIC, TASKS, main_metric, task_metrics
+from bindense.metrics.tasks import MTL_METRIC, main_metric, task_metrics
 
 __all__ = [
     "DEPTH_KEYS",
-    "DEPTH_PROTOCOLS",
-    "HIGHER_IS_BETTER",
-    "LOWER_IS_BETTER",
-    "MAIN_METRIC",
-    "TASKS",
+    "MTL_METRIC",
     "DepthMetrics",
     "EdgeMetrics",
     "MultiTaskDelta",

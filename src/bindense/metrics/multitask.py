@@ -6,41 +6,8 @@ from collections.abc import Mapping, Set
 
 import torch
 
-# Keys produced by this package whose value is better when lower (membership is the test; values are
-# all True so that `key in`, `.get(key, False)` and `[key]` read the same).
-LOWER_IS_BETTER: dict[str, bool] = dict.fromkeys(
-    (
-        "rmse",
-        "rmse_pooled",
-        "abs_rel",
-        "abs_rel_pooled",
-        "sq_rel",
-        "rmse_log",
-        "log10",
-        "silog",
-        "mean_angle",
-        "median_angle",
-        "rmse_angle",
-        "mae",
-    ),
-    True,
-)
-# Keys whose value is better when higher. Keys in neither set (e.g. `ods_threshold`) are not scores.
-HIGHER_IS_BETTER: frozenset[str] = frozenset(
-    {
-        "pixAcc",
-        "mIoU",
-        "d1",
-        "d2",
-        "d3",
-        "within_11_25",
-        "within_22_5",
-        "within_30",
-        "odsF_approx",
-        "maxF",
-        "delta_m",
-    }
-)
+from bindense.metrics.tasks import MTL_METRIC
+from bindense.tasks import metric_directions
 
 Number = float | int | torch.Tensor
 
@@ -51,12 +18,12 @@ def _basename(key: str) -> str:
 
 
 def metric_direction(key: str) -> str:
-    """Return "min" or "max" for a metric key (a bare name or a `stage/task/name` path)."""
+    """Return "min" or "max" for a metric key (a bare name or a `stage/task/name` path), as the registered
+    tasks declare it (:func:`bindense.tasks.metric_directions`); ``delta_m`` is "max"."""
     name = _basename(key)
-    if name in LOWER_IS_BETTER:
-        return "min"
-    if name in HIGHER_IS_BETTER:
-        return "max"
+    directions = {**metric_directions(), MTL_METRIC[0]: MTL_METRIC[1]}
+    if name in directions:
+        return directions[name]
     raise KeyError(f"no known direction for metric {key!r}; pass lower_is_better explicitly")
 
 
@@ -78,8 +45,8 @@ def delta_m(
 
     The sum runs over the keys of ``baselines`` (S_t); each must be in ``metrics`` (M_t) with the same
     units (the ratio is unit-free, but a fraction must not be compared with a percentage). l_t = 1 when
-    the key is lower-is-better: by default looked up (full key, then its last `/` component) in
-    :data:`LOWER_IS_BETTER` / :data:`HIGHER_IS_BETTER`, unknown keys raising; a set or a {key: bool}
+    the key is lower-is-better: by default its last `/` component is looked up by :func:`metric_direction`,
+    unknown keys raising; a set or a {key: bool}
     mapping overrides that (keys absent from it count as higher-is-better).
     """
     if not baselines:

@@ -7,8 +7,7 @@ which decides every conv through :meth:`MethodSpec.conv`.
 from bindense.models.build import WIDTHS, DenseModel, build_model
 from bindense.models.convnext import ConvNeXt, load_convnext_checkpoint
 from bindense.models.dpt import DPT
-from bindense.models.heads import DepthHead, PredictionConv, SegHead
-from bindense.models.multitask import MultiTaskModel, build_multitask_model
+from bindense.models.heads import HEADS, DenseHead, DepthHead, PredictionConv, SegHead, make_head
 from bindense.models.spec import MethodSpec, make_act
 from bindense.models.upernet import UperNet
 from bindense.models.vit import MatMul, ViT
@@ -18,16 +17,17 @@ __all__ = [
     "WIDTHS",
     "ConvNeXt",
     "DenseModel",
+    "DenseHead",
     "DepthHead",
+    "HEADS",
     "MatMul",
     "MethodSpec",
-    "MultiTaskModel",
     "PredictionConv",
     "SegHead",
     "UperNet",
     "ViT",
     "build_model",
-    "build_multitask_model",
+    "make_head",
     "load_convnext_checkpoint",
     "make_act",
 ]
