@@ -21,17 +21,17 @@ from bindense.lit.dense import DenseLitModule
 from bindense.lit.distill import Distiller, attach_distiller
 from bindense.lit.losses import SegCrossEntropy
 from bindense.models import build_model
-from bindense.models.multitask import build_multitask_model
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 
 
 def model_cfg(method: str = "fp32", tasks=("seg", "depth"), **over) -> dict:
     return {
-        "_target_": "bindense.models.multitask.build_multitask_model",
+        "_target_": "bindense.models.build_model",
         "decoder": "upernet",
         "backbone": "convnext",
         "width": "nano",
+        "shared_decoder": False,
         "method": {"name": method, "layout": method},
         "tasks": list(tasks),
         "num_classes": 3,
@@ -44,7 +44,7 @@ def model_cfg(method: str = "fp32", tasks=("seg", "depth"), **over) -> dict:
 
 def build_from(cfg: dict) -> nn.Module:
     kw = {k: v for k, v in cfg.items() if k != "_target_"}
-    return build_multitask_model(**kw)
+    return build_model(**kw)
 
 
 def write_run(root: Path, cfg: dict, *, store_config: bool = True, run_config: bool = False, net=None) -> Path:

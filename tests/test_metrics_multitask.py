@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from bindense.metrics import (
-    HIGHER_IS_BETTER,
-    LOWER_IS_BETTER,
-    MAIN_METRIC,
+    MTL_METRIC,
     DepthMetrics,
     EdgeMetrics,
     MultiTaskDelta,
@@ -19,6 +17,7 @@ from bindense.metrics import (
     metric_direction,
     task_metrics,
 )
+from bindense.tasks import get_task, metric_directions, task_names
 
 METRICS = {"seg/mIoU": 0.44, "depth/rmse_pooled": 0.5, "normals/mean_angle": 20.0}
 BASELINES = {"seg/mIoU": 0.40, "depth/rmse_pooled": 0.625, "normals/mean_angle": 20.0}
@@ -58,9 +57,11 @@ def test_multitask_delta_nested_and_flat():
 def test_directions():
     assert metric_direction("val/depth/rmse_pooled") == "min"
     assert metric_direction("mIoU") == "max"
-    assert "rmse" in LOWER_IS_BETTER and "mIoU" not in LOWER_IS_BETTER
-    assert not set(LOWER_IS_BETTER) & HIGHER_IS_BETTER
-    for key, mode in MAIN_METRIC.values():
+    directions = metric_directions()
+    assert directions["rmse"] == "min" and directions["mIoU"] == "max"
+    mains = [main_metric(t, p) for t in task_names() for p in get_task(t).metrics] + [MTL_METRIC]
+    assert len(mains) == len(task_names()) + 2  # depth has two protocols
+    for key, mode in mains:
         assert metric_direction(key) == mode
     with pytest.raises(KeyError):
         metric_direction("ods_threshold")

@@ -129,8 +129,12 @@ def test_build_model_rejects_bad_arguments() -> None:
         build_model("upernet", "convnext", "nano", "bidense", ["seg"])
     with pytest.raises(ValueError, match="max_depth"):
         build_model("upernet", "convnext", "nano", "bidense", ["depth"])
-    with pytest.raises(ValueError, match="tasks"):
-        build_model("upernet", "convnext", "nano", "bidense", ["normals"])
+    with pytest.raises(ValueError, match="unknown task 'normal'; registered tasks: seg, parts, depth, normals"):
+        build_model("upernet", "convnext", "nano", "bidense", ["normal"])
+    with pytest.raises(ValueError, match="distinct"):
+        build_model("upernet", "convnext", "nano", "bidense", ["seg", "seg"], num_classes=3)
+    with pytest.raises(ValueError, match="cross_task needs one decoder per task"):
+        build_model("upernet", "convnext", "nano", "bidense", ["seg"], num_classes=3, cross_task={"enabled": True})
     with pytest.raises(ValueError, match="unknown model options"):
         build_model("upernet", "convnext", "nano", "bidense", ["seg"], num_classes=3, embed_dim=8)
 

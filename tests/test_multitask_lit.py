@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from bindense.lit.losses import SegCrossEntropy
 from bindense.lit.multitask import BinaryMapLoss, DepthL1Loss, MultiTaskLitModule, NormalsL1Loss
-from bindense.models.multitask import build_multitask_model
+from bindense.models import build_model
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
@@ -86,9 +86,9 @@ def test_loss_weights_from_config(experiment, weights, method):
     cfg = compose_cfg(f"experiment={experiment}")
     assert cfg.method.name == method
     assert sorted(cfg.data.tasks) == sorted(weights)
-    assert cfg.model._target_.endswith("build_multitask_model")
+    assert cfg.model._target_ == "bindense.models.build_model" and cfg.model.shared_decoder is False
     # the module built from the config carries these weights, one loss per task
-    net = build_multitask_model(
+    net = build_model(
         "upernet",
         "convnext",
         "nano",
@@ -98,6 +98,7 @@ def test_loss_weights_from_config(experiment, weights, method):
         num_parts=3,
         max_depth=10.0,
         **TINY,
+        shared_decoder=False,
     )
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg["metrics"] = {t: {} for t in cfg.data.tasks}  # metric sizes are the dataset's
@@ -149,7 +150,7 @@ def make_batches(n: int = 2, h: int = 32, w: int = 32) -> list[dict]:
 
 
 def test_fit_logs_vib_kl_and_delta_m(tmp_path):
-    net = build_multitask_model(
+    net = build_model(
         "upernet",
         "convnext",
         "nano",
@@ -159,6 +160,7 @@ def test_fit_logs_vib_kl_and_delta_m(tmp_path):
         max_depth=10.0,
         vib={"enabled": True},
         **TINY,
+        shared_decoder=False,
     )
     baselines = {
         "seg/mIoU": 0.5,
@@ -213,7 +215,7 @@ def test_fit_logs_vib_kl_and_delta_m(tmp_path):
 
 
 def test_baselines_must_name_trained_tasks():
-    net = build_multitask_model("upernet", "convnext", "nano", "fp32", ["seg"], num_classes=3, **TINY)
+    net = build_model("upernet", "convnext", "nano", "fp32", ["seg"], num_classes=3, **TINY, shared_decoder=False)
     with pytest.raises(ValueError, match="parts"):
         MultiTaskLitModule(
             net,

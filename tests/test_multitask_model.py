@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from bindense.models import build_model
 from bindense.models.cross_task import CrossTaskModule
-from bindense.models.multitask import MT_TASKS, build_multitask_model
 from bindense.models.spec import MethodSpec
+from bindense.tasks import task_names
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 NYUD = ["seg", "depth", "normals", "edge"]
@@ -17,8 +18,18 @@ CHANNELS = {"seg": 5, "parts": 4, "depth": 1, "normals": 3, "edge": 1, "sal": 1}
 
 
 def build(tasks, method="bidense", **kw):
-    return build_multitask_model(
-        "upernet", "convnext", "nano", method, tasks, num_classes=5, num_parts=4, max_depth=10.0, **TINY, **kw
+    return build_model(
+        "upernet",
+        "convnext",
+        "nano",
+        method,
+        tasks,
+        num_classes=5,
+        num_parts=4,
+        max_depth=10.0,
+        **TINY,
+        **kw,
+        shared_decoder=False,
     )
 
 
@@ -28,7 +39,7 @@ def build(tasks, method="bidense", **kw):
         (NYUD, "bidense", {"vib": {"enabled": True}, "cross_task": {"enabled": True}}),
         (PASCAL, "fp32", {}),
         (PASCAL, "reactnet", {"vib": {"enabled": True, "binary": False}}),
-        *[([t], "bidense", {}) for t in MT_TASKS],
+        *[([t], "bidense", {}) for t in task_names()],
     ],
 )
 def test_forward_backward_every_task_set(tasks, method, extras):
@@ -102,15 +113,15 @@ def test_build_errors():
     with pytest.raises(ValueError, match="tasks"):
         build(["seg", "bogus"])
     with pytest.raises(ValueError, match="num_parts"):
-        build_multitask_model("upernet", "convnext", "nano", "fp32", ["parts"], **TINY)
+        build_model("upernet", "convnext", "nano", "fp32", ["parts"], **TINY, shared_decoder=False)
     with pytest.raises(ValueError, match="pair"):
-        build_multitask_model("dpt", "convnext", "nano", "fp32", ["seg"], num_classes=3)
+        build_model("dpt", "convnext", "nano", "fp32", ["seg"], num_classes=3, shared_decoder=False)
     with pytest.raises(ValueError, match="unknown model options"):
         build(["seg"], bogus_option=1)
 
 
 def test_dpt_vit_variant():
-    model = build_multitask_model(
+    model = build_model(
         "dpt",
         "vit",
         "nano",
@@ -124,6 +135,7 @@ def test_dpt_vit_variant():
         num_heads=2,
         features=16,
         neck_channels=8,
+        shared_decoder=False,
     )
     out, feats = model(torch.randn(2, 3, 56, 56), return_features=True)
     assert out["seg"].shape == (2, 4, 56, 56) and out["normals"].shape == (2, 3, 56, 56)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bindense.models.multitask import build_multitask_model
+from bindense.models import build_model
 from bindense.models.vib import FeatureVIB, VariationalBottleneck, gaussian_kl, reparameterize
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
@@ -77,7 +77,7 @@ def test_feature_vib_selects_stages_and_averages_kl():
 
 
 def test_model_vib_kl_and_eval_determinism():
-    model = build_multitask_model(
+    model = build_model(
         "upernet",
         "convnext",
         "nano",
@@ -87,6 +87,7 @@ def test_model_vib_kl_and_eval_determinism():
         max_depth=10.0,
         vib={"enabled": True, "stages": ["stage3", "stage4"]},
         **TINY,
+        shared_decoder=False,
     )
     x = torch.randn(1, 3, 64, 64)
     model.eval()
@@ -95,6 +96,6 @@ def test_model_vib_kl_and_eval_determinism():
     assert torch.equal(out1["seg"], out2["seg"])
     assert set(k for k in feats if k.startswith("vib.")) == {"vib.stage3", "vib.stage4"}
     assert model.last_kl is not None and model.last_kl.ndim == 0 and float(model.last_kl) >= 0
-    no_vib = build_multitask_model("upernet", "convnext", "nano", "fp32", ["seg"], num_classes=3, **TINY)
+    no_vib = build_model("upernet", "convnext", "nano", "fp32", ["seg"], num_classes=3, **TINY, shared_decoder=False)
     no_vib.eval()(x)
     assert no_vib.last_kl is None

@@ -140,6 +140,11 @@ def register_task(task: Task, *, replace: bool = False) -> Task:
     """Add ``task`` to the registry (``replace=True`` to redefine a name); returns it."""
     if task.name in _REGISTRY and not replace:
         raise ValueError(f"task {task.name!r} is already registered; pass replace=True to redefine it")
+    others = metric_directions(exclude=task.name)
+    for spec in task.metrics.values():
+        clash = {k: v for k, v in spec.directions.items() if others.get(k, v) != v}
+        if clash:
+            raise ValueError(f"task {task.name!r}: metric directions {clash} contradict the registered tasks")
     _REGISTRY[task.name] = task
     return task
 
@@ -182,10 +187,12 @@ def check_tasks(tasks: Any) -> list[str]:
     return tasks
 
 
-def metric_directions() -> dict[str, Direction]:
-    """``{metric key: "max" | "min"}`` over every registered task's metrics."""
+def metric_directions(exclude: str | None = None) -> dict[str, Direction]:
+    """``{metric key: "max" | "min"}`` over every registered task's metrics (but task ``exclude``)."""
     out: dict[str, Direction] = {}
     for task in _REGISTRY.values():
+        if task.name == exclude:
+            continue
         for spec in task.metrics.values():
             out.update(spec.directions)
     return out

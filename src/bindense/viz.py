@@ -11,10 +11,10 @@ import torch
 from matplotlib.figure import Figure
 
 from bindense.data.voc import voc_palette
+from bindense.tasks import get_task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LABEL_TASKS = ("seg", "parts")
 IGNORE_COLOR = (255, 255, 255)
 
 
@@ -86,21 +86,26 @@ def colorize(
     ignore_index: int | None = 255,
     max_depth: float | None = None,
 ) -> np.ndarray:
-    """One sample's map of ``task`` (target or prediction, with or without a channel axis) -> RGB uint8.
+    """One sample's map of ``task`` (target or prediction, with or without a channel axis) -> RGB uint8, by
+    the task's ``display`` (:mod:`bindense.tasks`).
 
-    seg / parts: labels, or scores (C, H, W) arg-maxed; depth: metres; normals: (3, H, W);
-    edge / sal: probabilities, or logits (values outside [0, 1] go through a sigmoid).
+    labels (seg / parts): labels, or scores (C, H, W) arg-maxed; depth: metres; normals: (3, H, W);
+    probability (edge / sal): probabilities, or logits (values outside [0, 1] go through a sigmoid);
+    scalar: the map's own range through ``magma``.
     """
     a = _numpy(x)
-    if task in LABEL_TASKS:
+    display = get_task(task).display
+    if display == "labels":
         if a.ndim == 3:
             a = a.argmax(0) if a.shape[0] > 1 else a[0]
         return colorize_labels(a, ignore_index)
-    if task == "normals":
+    if display == "normals":
         return colorize_normals(a)
     a = a[0] if a.ndim == 3 else a
-    if task == "depth":
+    if display == "depth":
         return colorize_depth(a, max_depth)
+    if display == "scalar":
+        return colorize_scalar(a)
     if a.size and (a.min() < 0 or a.max() > 1):
         a = 1.0 / (1.0 + np.exp(-a))
     return colorize_scalar(a, 0.0, 1.0, "gray")
@@ -132,7 +137,7 @@ def save_prediction_panel(
         row = [("image", denormalize(images[i], mean, std))]
         for t in tasks:
             depth_hi = max_depth
-            if t == "depth" and depth_hi is None:
+            if get_task(t).display == "depth" and depth_hi is None:
                 gt = _numpy(targets[t][i])
                 depth_hi = float(gt[gt > 0].max()) if (gt > 0).any() else None
             kw = {"ignore_index": ignore_index, "max_depth": depth_hi}

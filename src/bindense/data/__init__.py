@@ -24,7 +24,7 @@ from bindense.data.errors import (
 from bindense.data.nyud_mt import NYUDMTDataset
 from bindense.data.pascal_context_mt import PascalContextMTDataset
 from bindense.data.synthetic import ensure_synthetic, generate_sample, write_synthetic
-from bindense.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TASKS, DensePipeline
+from bindense.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DensePipeline
 from bindense.data.voc import VOCSegDataset
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "NYUDepthDataset",
     "PascalContextMTDataset",
     "ShapeMismatchError",
-    "TASKS",
     "VOCSegDataset",
     "ensure_synthetic",
     "generate_sample",

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from bindense.data.errors import layout_error
 from bindense.data.io import check_same_size, list_missing, read_rgb
-from bindense.data.transforms import TASKS, DensePipeline
+from bindense.data.transforms import DensePipeline
 
 Record = dict[str, Any]
 
@@ -110,4 +110,4 @@ class DenseDataset(Dataset):
         return f"{type(self).__name__}(root='{self.root}', n={len(self)}, tasks={list(self.tasks)})"
 
 
-__all__ = ["TASKS", "DenseDataset", "Record", "normalize_normals"]
+__all__ = ["DenseDataset", "Record", "normalize_normals"]

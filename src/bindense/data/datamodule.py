@@ -18,10 +18,11 @@ from bindense.data.pascal_context_mt import PascalContextMTDataset
 from bindense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from bindense.data.synthetic import NUM_CLASSES as SYNTHETIC_NUM_CLASSES
 from bindense.data.synthetic import ensure_synthetic
-from bindense.data.transforms import TASKS, DensePipeline
+from bindense.data.transforms import DensePipeline
 from bindense.data.verify import MODES as VERIFY_MODES
 from bindense.data.verify import verify_dataset
 from bindense.data.voc import VOC_CLASSES, VOCSegDataset
+from bindense.tasks import task_names
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,9 @@ class DenseDataModule(LightningDataModule):
         if layout not in DATASETS:
             raise ValueError(f"unknown data layout {layout!r}; choose from {sorted(DATASETS)}")
         tasks = list(_plain(tasks))
-        bad = [t for t in tasks if t not in TASKS]
+        bad = [t for t in tasks if t not in task_names()]
         if bad or not tasks:
-            raise ValueError(f"invalid tasks {tasks}; choose from {TASKS}")
+            raise ValueError(f"invalid tasks {tasks}; choose from {task_names()}")
         if "seg" in tasks and not num_classes:
             raise ValueError("tasks include 'seg' but num_classes is not set")
         self.synthetic = dict(_plain(synthetic)) if synthetic else None

@@ -19,10 +19,11 @@ whose keys are applied in this fixed order:
                    applied to the image only (train only)
 =================  ===========================================================================================
 
-Targets: label maps (``seg``, ``parts``) and every other map use nearest interpolation; depth values are not
-rescaled (they stay metric); normals are re-oriented: a horizontal flip negates x, a rotation rotates (x, y).
-Padding marks labels as ignore and depth / normals as invalid (0).
-Normals use the camera frame x right, y up, z towards the viewer.
+Targets are the maps of the registered tasks (:mod:`bindense.tasks`), handled by their kind: every map uses
+nearest interpolation; padding marks the maps of ``label`` tasks (``seg``, ``parts``) as ignore and every
+other map as invalid (0); values are not rescaled (depth stays metric); maps of ``vector`` tasks (normals)
+are re-oriented: a horizontal flip negates x, a rotation rotates (x, y). Normals use the camera frame x right,
+y up, z towards the viewer.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import cv2
 import numpy as np
 import torch
 
+from bindense.tasks import get_task, task_names
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TASKS = ("seg", "depth", "normals", "edge", "parts", "sal")
-LABEL_TASKS = ("seg", "parts")
 AUG_KEYS = (
     "kb_crop",
     "border_crop",
@@ -112,7 +113,7 @@ class DensePipeline:
         self.std = np.asarray(IMAGENET_STD, np.float32) * 255.0
         self.compose = A.Compose(
             self._build_ops(spec, train),
-            additional_targets={t: "mask" for t in TASKS},
+            additional_targets={t: "mask" for t in task_names()},
             save_applied_params=True,
             is_check_shapes=False,  # the datasets check shapes themselves and name the files
         )
@@ -185,7 +186,7 @@ class DensePipeline:
         """Augment and convert a raw sample; keys other than image and the task maps pass through."""
         sample = dict(sample)
         image = sample.pop("image")
-        maps = {k: sample.pop(k) for k in TASKS if k in sample}
+        maps = {k: sample.pop(k) for k in task_names() if k in sample}
         image, maps = self._fixed_crops(image, maps)
         if self.compose.transforms:
             self._reseed()
@@ -193,8 +194,9 @@ class DensePipeline:
             out = self.compose(image=image, **encoded)
             image = out["image"]
             maps = {k: self._decode(k, out[k]) for k in maps}
-            if "normals" in maps:
-                maps["normals"] = _reorient_normals(maps["normals"], out.get("applied_transforms", []))
+            for k in maps:
+                if get_task(k).vector:
+                    maps[k] = _reorient_normals(maps[k], out.get("applied_transforms", []))
         result = self.to_tensors(image, maps)
         result.update(sample)
         return result
@@ -217,28 +219,28 @@ class DensePipeline:
 
     def _encode(self, key: str, arr: np.ndarray) -> np.ndarray:
         """Labels are shifted by +1 (ignore -> 0) so that a single fill value 0 means ignore / invalid."""
-        if key in LABEL_TASKS:
+        if get_task(key).kind == "label":
             enc = arr.astype(np.uint16) + 1
             enc[arr == self.ignore_index] = 0
             return enc
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _decode(self, key: str, arr: np.ndarray) -> np.ndarray:
-        if key in LABEL_TASKS:
+        if get_task(key).kind == "label":
             out = arr.astype(np.int64) - 1
             out[arr == 0] = self.ignore_index
             return out
         return arr
 
     def to_tensors(self, image: np.ndarray, maps: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Convert to the contract: CHW float image, int64 labels, (C, H, W) float maps."""
+        """Convert to the contract: CHW float image, int64 labels, (C, H, W) float maps ((H, W, C) -> (C, H, W))."""
         img = image.astype(np.float32)
         img = (img - self.mean) / self.std if self.normalize else img / 255.0
         out = {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))}
         for k, v in maps.items():
-            if k in LABEL_TASKS:
+            if get_task(k).kind == "label":
                 out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
-            elif k == "normals":
+            elif v.ndim == 3:
                 out[k] = torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32))
             else:
                 out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None]

@@ -32,9 +32,9 @@ from torchmetrics import MaxMetric, MinMetric
 from bindense.binary import set_ede_progress
 from bindense.lit.losses import match_size
 from bindense.metrics import main_metric, task_metrics
+from bindense.tasks import check_tasks, get_task
 
 STAGES = ("val", "test")
-LABEL_TASKS = ("seg", "parts")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,7 +47,8 @@ class DenseLitModule(LightningModule):
     Args:
         net: ``net(image) -> {task: prediction}`` (and ``net(image, return_features=True)``).
         tasks: the tasks trained and evaluated (keys of the batch and of the net's outputs).
-        losses: ``{task: loss module}``; entries for tasks not in ``tasks`` are ignored.
+        losses: ``{task: loss module}``; entries for tasks not in ``tasks`` are ignored; ``None`` gives every
+            task its default loss (``Task.loss``, :mod:`bindense.tasks`).
         optimizer: a partial ``optimizer(params=...)`` (Hydra ``_partial_: true``).
         scheduler: a partial ``scheduler(optimizer=...)``; ``total_steps`` is filled from the trainer
             when the scheduler takes it (OneCycleLR), so the schedule spans the whole run.
@@ -60,7 +61,7 @@ class DenseLitModule(LightningModule):
         self,
         net: nn.Module,
         tasks: Iterable[str],
-        losses: Mapping[str, nn.Module],
+        losses: Mapping[str, nn.Module] | None,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "step",
@@ -71,6 +72,9 @@ class DenseLitModule(LightningModule):
         self.tasks = list(tasks)
         if not self.tasks:
             raise ValueError("DenseLitModule needs at least one task")
+        check_tasks(self.tasks)
+        if losses is None:
+            losses = {t: get_task(t).make_loss() for t in self.tasks}
         missing = [t for t in self.tasks if t not in losses]
         if missing:
             raise ValueError(f"no loss configured for task(s) {missing}; add them under module.losses")
@@ -96,7 +100,7 @@ class DenseLitModule(LightningModule):
         # teacher-student distillation, set by bindense.lit.distill.attach_distiller (distill=feature|logit)
         self.distiller: nn.Module | None = None
 
-        self.main_keys = {t: main_metric(t, metric_kwargs[t].get("protocol", "eigen")) for t in self.tasks}
+        self.main_keys = {t: main_metric(t, metric_kwargs[t].get("protocol")) for t in self.tasks}
         self.metrics = nn.ModuleDict(
             {s: nn.ModuleDict({t: task_metrics(t, **metric_kwargs[t]) for t in self.tasks}) for s in STAGES}
         )
@@ -184,11 +188,14 @@ class DenseLitModule(LightningModule):
         return self.forward_step(batch)[0]
 
     def prediction(self, task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The net's output as the metric expects it: resized to the target's spatial size; label tasks
-        arg-maxed (so a head wider than the label set, e.g. ADE20K's 151 outputs for 150 classes, counts
-        its extra outputs as wrong predictions)."""
+        """The net's output as the metric expects it, by the task's kind: resized to the target's spatial
+        size; label tasks arg-maxed (so a head wider than the label set, e.g. ADE20K's 151 outputs for 150
+        classes, counts its extra outputs as wrong predictions); probability tasks through a sigmoid."""
         output = match_size(output, target if target.ndim == 4 else target[:, None])
-        return output.argmax(1) if task in LABEL_TASKS else output
+        kind = get_task(task).kind
+        if kind == "label":
+            return output.argmax(1)
+        return torch.sigmoid(output) if kind == "probability" else output
 
     def _term_key(self, stage: str, name: str) -> str:
         return f"{stage}/{name}/loss" if name in self.tasks else f"{stage}/{name}"

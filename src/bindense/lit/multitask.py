@@ -7,7 +7,6 @@
   (the raw KL as ``<stage>/vib_kl``; evaluation losses are the task losses only);
 - ``mtl/delta_m`` against single-task ``baselines`` (``{"task/metric": value}`` in the metrics' units) at
   the end of each evaluation epoch, with its running best ``val/mtl/delta_m_best``;
-- edge / saliency logits passed through a sigmoid before their metrics;
 - a teacher-student ``distiller`` (see :mod:`bindense.lit.distill`) whose terms it adds in training when the
   base module does not already do so.
 """
@@ -23,9 +22,8 @@ from torch import nn
 
 from bindense.lit.dense import DenseLitModule
 from bindense.lit.losses import match_size
-from bindense.metrics import TASKS, MultiTaskDelta, delta_m, main_metric
-
-PROBABILITY_TASKS = ("edge", "sal")
+from bindense.metrics import MultiTaskDelta, delta_m, main_metric
+from bindense.tasks import task_names
 
 
 class DepthL1Loss(nn.Module):
@@ -102,7 +100,7 @@ class MultiTaskLitModule(DenseLitModule):
         self,
         net: nn.Module,
         tasks: Iterable[str],
-        losses: Mapping[str, nn.Module],
+        losses: Mapping[str, nn.Module] | None,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "step",
@@ -156,10 +154,6 @@ class MultiTaskLitModule(DenseLitModule):
             keys.insert(1, "val/mtl/delta_m")
         return keys
 
-    def prediction(self, task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        output = super().prediction(task, output, target)
-        return torch.sigmoid(output) if task in PROBABILITY_TASKS else output
-
 
 def summarize_metrics(
     metrics: Mapping[str, float], baselines: Mapping[str, float] | None = None, stage: str = "val"
@@ -172,7 +166,7 @@ def summarize_metrics(
     baseline tasks, e.g. a single-task run), else the logged value if any.
     """
     row: dict[str, float] = {}
-    for task in TASKS:
+    for task in task_names():
         protocol = "pooled" if f"{stage}/depth/rmse_pooled" in metrics else "eigen"
         key = f"{task}/{main_metric(task, protocol)[0]}"
         if f"{stage}/{key}" in metrics:

@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
-from bindense.metrics import TASKS, main_metric
+from bindense.metrics import main_metric
+from bindense.tasks import task_names
 
 #: columns shown per task in a sweep table (final validation values), besides the task's main metric
 TASK_COLUMNS = {"seg": ["mIoU", "pixAcc"], "depth": ["d1", "abs_rel", "rmse", "rmse_pooled"]}
-KNOWN_TASKS = (*TASKS, "mtl")
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -150,7 +150,7 @@ def metric_columns(runs: Sequence[dict[str, Any]]) -> list[str]:
     for run in runs:
         for key in run["metrics"]:
             parts = key.split("/")
-            if len(parts) == 3 and parts[0] == "val" and parts[1] in KNOWN_TASKS and parts[1] not in tasks:
+            if len(parts) == 3 and parts[0] == "val" and parts[1] in (*task_names(), "mtl") and parts[1] not in tasks:
                 tasks.append(parts[1])
     cols = []
     for task in tasks:

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from bindense.metrics import main_metric
-from bindense.metrics.tasks import MAIN_METRIC
+from bindense.tasks import task_names
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def resolve_monitor(cfg: DictConfig) -> None:
             parts = str(cfg.optimized_metric).split("/")
             if parts[-1].endswith("loss"):
                 mode = "min"
-            elif len(parts) == 3 and parts[1] in MAIN_METRIC:
+            elif len(parts) == 3 and parts[1] in (*task_names(), "mtl"):
                 mode = main_metric(parts[1])[1]
         if cfg.get("optimized_mode") is None:
             cfg.optimized_mode = mode
