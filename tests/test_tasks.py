@@ -137,8 +137,11 @@ def test_registry_errors_are_clear():
         task_metrics("depth", protocol="kitti")
     with pytest.raises(ValueError, match="kind must be one of"):
         Task("x", "count", "linear", 1, ToyL1, TOY.metrics)
-    with pytest.raises(ValueError, match="head must be one of"):
-        Task("x", "regression", "softmax", 1, ToyL1, TOY.metrics)
+    with registered(Task("x", "regression", "softmax", 1, ToyL1, TOY.metrics, display="heatmap")):
+        with pytest.raises(ValueError, match=r"task 'x' asks for head 'softmax'; known heads: \['logits'"):
+            build_model("upernet", "convnext", "nano", "fp32", ["x"], **TINY)
+        with pytest.raises(ValueError, match="task 'x' asks for display 'heatmap'"):
+            colorize("x", torch.zeros(1, 2, 2))
     with pytest.raises(ValueError, match="main metric 'mse' has no direction"):
         TaskMetric(ToyMSE, "mse", {"toy_mse": "min"})
     contradicting = Task(

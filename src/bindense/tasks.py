@@ -21,10 +21,6 @@ from torchmetrics import Metric
 Kind = Literal["label", "probability", "regression"]
 Direction = Literal["max", "min"]
 KINDS: tuple[str, ...] = ("label", "probability", "regression")
-#: head outputs the model builder knows (:data:`bindense.models.heads.HEADS`)
-HEAD_OUTPUTS: tuple[str, ...] = ("logits", "scaled_sigmoid", "normalized", "linear")
-#: colour maps of :func:`bindense.viz.colorize`
-DISPLAYS: tuple[str, ...] = ("labels", "depth", "normals", "probability", "scalar")
 _DEFAULT_DISPLAY = {"label": "labels", "probability": "probability", "regression": "scalar"}
 
 
@@ -68,8 +64,8 @@ class Task:
         loss: factory of the default loss (used for the tasks a LightningModule is given no loss for).
         metrics: ``{protocol: TaskMetric}``; the first protocol is the default.
         head_options: data-config keys the head needs (``max_depth``).
-        display: colour map in :func:`bindense.viz.colorize` (default from ``kind``: labels / probability /
-            scalar; depth and normals name their own).
+        display: colour map, a key of :data:`bindense.viz.COLORMAPS` (default from ``kind``: labels /
+            probability / scalar; depth and normals name their own).
         vector: the map holds (x, y, z) vectors in the camera frame, re-oriented by flips and rotations.
     """
 
@@ -87,10 +83,6 @@ class Task:
         where = f"task {self.name!r}"
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.head not in HEAD_OUTPUTS:
-            raise ValueError(f"{where}: head must be one of {HEAD_OUTPUTS}, got {self.head!r}")
-        if self.display and self.display not in DISPLAYS:
-            raise ValueError(f"{where}: display must be one of {DISPLAYS}, got {self.display!r}")
         if not self.metrics:
             raise ValueError(f"{where} needs at least one metric")
         if not self.display:

@@ -93,22 +93,33 @@ def colorize(
     probability (edge / sal): probabilities, or logits (values outside [0, 1] go through a sigmoid);
     scalar: the map's own range through ``magma``.
     """
-    a = _numpy(x)
     display = get_task(task).display
-    if display == "labels":
-        if a.ndim == 3:
-            a = a.argmax(0) if a.shape[0] > 1 else a[0]
-        return colorize_labels(a, ignore_index)
-    if display == "normals":
-        return colorize_normals(a)
+    if display not in COLORMAPS:
+        raise ValueError(f"task {task!r} asks for display {display!r}; known: {list(COLORMAPS)}")
+    return COLORMAPS[display](_numpy(x), ignore_index=ignore_index, max_depth=max_depth)
+
+
+def _show_labels(a: np.ndarray, ignore_index: int | None, **_: object) -> np.ndarray:
+    if a.ndim == 3:
+        a = a.argmax(0) if a.shape[0] > 1 else a[0]
+    return colorize_labels(a, ignore_index)
+
+
+def _show_probability(a: np.ndarray, **_: object) -> np.ndarray:
     a = a[0] if a.ndim == 3 else a
-    if display == "depth":
-        return colorize_depth(a, max_depth)
-    if display == "scalar":
-        return colorize_scalar(a)
     if a.size and (a.min() < 0 or a.max() > 1):
         a = 1.0 / (1.0 + np.exp(-a))
     return colorize_scalar(a, 0.0, 1.0, "gray")
+
+
+#: ``Task.display`` -> ``fn(map, ignore_index=..., max_depth=...)`` -> RGB uint8 (:mod:`bindense.tasks`)
+COLORMAPS = {
+    "labels": _show_labels,
+    "depth": lambda a, max_depth=None, **_: colorize_depth(a[0] if a.ndim == 3 else a, max_depth),
+    "normals": lambda a, **_: colorize_normals(a),
+    "probability": _show_probability,
+    "scalar": lambda a, **_: colorize_scalar(a[0] if a.ndim == 3 else a),
+}
 
 
 def save_prediction_panel(

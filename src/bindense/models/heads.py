@@ -113,6 +113,8 @@ def make_head(task: str, spec: MethodSpec, in_channels: int, options: Mapping[st
 def head_inputs(task: str, options: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """(output channels, head options) of ``task`` from the data-config values; a clear error if one lacks."""
     t = get_task(task)
+    if t.head not in HEADS:
+        raise ValueError(f"task {task!r} asks for head {t.head!r}; known heads: {list(HEADS)}")
     out_channels = t.out_channels(options)
     missing = [k for k in t.head_options if not options.get(k)]
     if missing:
