@@ -22,8 +22,8 @@ from torch import nn
 
 from bindense.lit.dense import DenseLitModule
 from bindense.lit.losses import match_size
-from bindense.metrics import MultiTaskDelta, delta_m, main_metric
-from bindense.tasks import task_names
+from bindense.metrics import MultiTaskDelta, delta_m
+from bindense.tasks import get_task, task_names
 
 
 class DepthL1Loss(nn.Module):
@@ -167,9 +167,9 @@ def summarize_metrics(
     """
     row: dict[str, float] = {}
     for task in task_names():
-        protocol = "pooled" if f"{stage}/depth/rmse_pooled" in metrics else "eigen"
-        key = f"{task}/{main_metric(task, protocol)[0]}"
-        if f"{stage}/{key}" in metrics:
+        logged = [m.main for m in get_task(task).metrics.values() if f"{stage}/{task}/{m.main}" in metrics]
+        if logged:  # the last protocol logged (depth: rmse_pooled over d1)
+            key = f"{task}/{logged[-1]}"
             row[key] = float(metrics[f"{stage}/{key}"])
     if baselines:
         if all(k in row for k in baselines):
