@@ -57,7 +57,7 @@ def class_labels(names: Sequence[str] | None, num_classes: int, ignore_index: in
     return labels
 
 
-def _task_names(task: str, names: Sequence[str] | None) -> Sequence[str] | None:
+def _class_names_of(task: str, names: Sequence[str] | None) -> Sequence[str] | None:
     """The data's class names belong to the task whose outputs count ``num_classes`` (seg), not to parts."""
     return names if get_task(task).channels == "num_classes" else None
 
@@ -140,7 +140,7 @@ class WandbDashboard(Callback):
             for i in range(n):
                 if get_task(task).kind == "label":
                     num_classes = int(outputs[task].shape[1])
-                    labels = class_labels(_task_names(task, names), num_classes, self.ignore_index)
+                    labels = class_labels(_class_names_of(task, names), num_classes, self.ignore_index)
                     masks = {
                         "predictions": {"mask_data": _labels(pred[i]), "class_labels": labels},
                         "ground_truth": {"mask_data": _labels(target[i]), "class_labels": labels},
@@ -171,7 +171,7 @@ class WandbDashboard(Callback):
                 continue
             with metric.sync_context():  # the summed confusion matrix under DDP (a no-op on one process)
                 iou = metric.per_class_iou().detach().cpu().double().numpy()
-            labels = class_labels(_task_names(task, names), len(iou), None)
+            labels = class_labels(_class_names_of(task, names), len(iou), None)
             rows = [[i, labels[i], None if np.isnan(v) else float(v)] for i, v in enumerate(iou)]
             tables[f"val/{task}/per_class_iou"] = wandb.Table(columns=["id", "class", "IoU"], data=rows)
         if tables and trainer.is_global_zero:
