@@ -5,8 +5,10 @@ from bindense.binary.binarizers import (
     DAB,
     SIGN_ZERO,
     WEIGHTS,
+    ActivationBinarizer,
     AdaBinActivation,
     AdaBinWeight,
+    Binarizer,
     BiSRActivation,
     BiViTSignActivation,
     BiViTSignWeight,
@@ -16,8 +18,10 @@ from bindense.binary.binarizers import (
     ScaledSignWeight,
     SignActivation,
     SignWeight,
+    WeightBinarizer,
     make_activation,
     make_weight,
+    register_binarizer,
     set_ede_progress,
     set_sign_zero,
 )
@@ -36,6 +40,10 @@ from bindense.binary.quantizers import binary_sign, reference_enabled, use_refer
 
 __all__ = [
     "ACTIVATIONS",
+    "ActivationBinarizer",
+    "Binarizer",
+    "WeightBinarizer",
+    "register_binarizer",
     "BYPASSES",
     "CFB",
     "DAB",
