@@ -46,7 +46,7 @@ class DepthHead(nn.Module):
 
     def __init__(self, spec: MethodSpec, in_channels: int, max_depth: float, hidden: int = 32) -> None:
         super().__init__()
-        plain = spec.layout == "fp32"
+        plain = not spec.fpn_norm
         self.conv = spec.conv(in_channels, hidden, 3, padding=1, bias=plain, norm=not plain)
         self.act = nn.ReLU()
         self.predictor = PredictionConv(hidden, 1)
