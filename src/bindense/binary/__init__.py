@@ -1,14 +1,21 @@
 """Binary layer library: quantizers with surrogate gradients, binarizers, binary units and the CFB bypass."""
 
-from bindense.binary.binarizers import (
+from bindense.binary.base import (
     ACTIVATIONS,
-    DAB,
     SIGN_ZERO,
     WEIGHTS,
     ActivationBinarizer,
+    Binarizer,
+    WeightBinarizer,
+    make_activation,
+    make_weight,
+    register_binarizer,
+    set_sign_zero,
+)
+from bindense.binary.binarizers import (
+    DAB,
     AdaBinActivation,
     AdaBinWeight,
-    Binarizer,
     BiSRActivation,
     BiViTSignActivation,
     BiViTSignWeight,
@@ -18,12 +25,7 @@ from bindense.binary.binarizers import (
     ScaledSignWeight,
     SignActivation,
     SignWeight,
-    WeightBinarizer,
-    make_activation,
-    make_weight,
-    register_binarizer,
     set_ede_progress,
-    set_sign_zero,
 )
 from bindense.binary.layers import (
     BYPASSES,

@@ -13,15 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.binary import quantizers as q
-from bindense.binary.binarizers import (
-    DAB,
-    FullPrecision,
-    ScaledSignWeight,
-    SignActivation,
-    SignWeight,
-    make_activation,
-    make_weight,
-)
+from bindense.binary.base import make_activation, make_weight
+from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
 from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
 
 BYPASSES = ("none", "cfb")
