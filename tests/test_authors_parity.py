@@ -24,7 +24,7 @@ from bindense.binary import (
     use_reference,
 )
 from bindense.binary import reference as ref
-from bindense.binary.binarizers import _SignZero
+from bindense.binary.base import _SignZero
 from bindense.export.packed import decode_binary_weight, encode_binary_weight, export_packed
 from bindense.models import MethodSpec, build_model
 from bindense.models.vit import TokenPReLU, ViT, floor_to_multiple, interpolate_pos_grid

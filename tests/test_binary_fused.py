@@ -48,7 +48,9 @@ UNITS = {
     "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
     "sign_sign_bias": lambda: BinaryConv2d(6, 8, 3, padding=1, bias=True, activation="sign", weight="sign"),
     "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
-    "dab_transposed_input_scale": lambda: MethodSpec(transpose_scale="input").conv_transpose(6, 4, 2, stride=2),
+    "dab_transposed_input_scale": lambda: MethodSpec.from_config({"transpose_scale": "input"}).conv_transpose(
+        6, 4, 2, stride=2
+    ),
 }
 
 
@@ -169,7 +171,7 @@ def test_negative_zero_rebuilt_as_plus() -> None:
 @pytest.mark.parametrize("variant", ["dab_groups", "sign_zero"])
 def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> None:
     """Grouped DAB (method.dab_groups) and sign(0) = 0 (method.sign_zero) are not fused: same as the reference."""
-    spec = MethodSpec(dab_groups=4) if variant == "dab_groups" else MethodSpec(sign_zero="zero")
+    spec = MethodSpec.from_config({"dab_groups": 4} if variant == "dab_groups" else {"sign_zero": "zero"})
     unit = _perturbed(spec.conv(10, 8, 3, padding=1))
     x = _input(2, 10, 9, 9)
     if variant == "sign_zero":  # exact zeros of the signed input and of the latent weight

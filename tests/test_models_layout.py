@@ -238,3 +238,55 @@ def test_block_data_path(name: str) -> None:
         assert type(block) is BNNBlock
         assert torch.equal(seen["pwconv1"][0], x + dw)
         assert torch.equal(out, x + pw2)
+
+
+def test_layout_fields_of_the_shipped_layouts() -> None:
+    """Each layout preset sets every layout field explicitly; presets on a layout inherit them from it."""
+    want = {  # original_backbone, block_residual, fpn_norm, smooth_residual
+        "bidense": (False, False, True, False),
+        "bnn": (False, True, True, True),
+        "fp32": (True, True, False, False),
+        "fp32_scratch": (True, True, True, True),
+    }
+    for name, values in want.items():
+        s = spec(name)
+        assert (s.original_backbone, s.block_residual, s.fpn_norm, s.smooth_residual) == values, name
+    for preset, layout in [("reactnet", "bnn"), ("adabin", "bnn"), ("bisrnet", "bnn"), ("cfb_only", "bidense")]:
+        s, base = spec(preset), spec(layout)
+        assert (s.original_backbone, s.block_residual, s.fpn_norm, s.smooth_residual) == want[layout], preset
+        assert s.layout == base.layout and s.name == preset
+
+
+def test_a_new_layout_is_a_yaml(tmp_path: Path) -> None:
+    """A layout preset under a new name builds the same model as the one it copies: no module reads the name."""
+    text = (CONF / "method" / "bnn.yaml").read_text().replace("layout: bnn", "layout: my_layout")
+    (tmp_path / "my_layout.yaml").write_text(text.replace("name: bnn", "name: my_layout"))
+    (tmp_path / "bidense.yaml").write_text((CONF / "method" / "bidense.yaml").read_text())  # the root preset
+    mine = MethodSpec.from_config({"layout": "my_layout", "activation": "rsign"}, presets=tmp_path)
+    assert mine.layout == "my_layout" and mine.block_residual and mine.smooth_residual
+    x = torch.randn(1, 3, 64, 64)
+    outputs = []
+    for s in (mine, MethodSpec.from_config({"layout": "bnn", "activation": "rsign"})):
+        torch.manual_seed(0)
+        model = build_model("upernet", "convnext", "nano", s, ["seg"], num_classes=3).eval()
+        with torch.no_grad():
+            outputs.append(model(x)["seg"])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_layout_must_name_a_layout_preset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="method preset 'nope' not found.*presets: \\[.*'bnn'"):
+        MethodSpec.from_config({"layout": "nope"})
+    with pytest.raises(ValueError, match="reactnet.yaml is a preset on layout 'bnn', not a layout"):
+        MethodSpec.from_config({"layout": "reactnet"})
+    with pytest.raises(ValueError, match="original_backbone=true needs method.block_residual=true"):
+        MethodSpec.from_config({"layout": "fp32", "block_residual": False})
+
+
+def test_shipped_presets_need_no_python_defaults() -> None:
+    """Every preset resolves; the BiDense defaults live only in bidense.yaml (the dataclass has none)."""
+    from dataclasses import MISSING, fields
+
+    assert all(f.default is MISSING for f in fields(MethodSpec))
+    for path in sorted((CONF / "method").glob("*.yaml")):
+        assert MethodSpec.from_config(path.stem).name == path.stem

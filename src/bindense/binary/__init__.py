@@ -1,10 +1,19 @@
 """Binary layer library: quantizers with surrogate gradients, binarizers, binary units and the CFB bypass."""
 
-from bindense.binary.binarizers import (
+from bindense.binary.base import (
     ACTIVATIONS,
-    DAB,
     SIGN_ZERO,
     WEIGHTS,
+    ActivationBinarizer,
+    Binarizer,
+    WeightBinarizer,
+    make_activation,
+    make_weight,
+    register_binarizer,
+    set_sign_zero,
+)
+from bindense.binary.binarizers import (
+    DAB,
     AdaBinActivation,
     AdaBinWeight,
     BiSRActivation,
@@ -16,10 +25,7 @@ from bindense.binary.binarizers import (
     ScaledSignWeight,
     SignActivation,
     SignWeight,
-    make_activation,
-    make_weight,
     set_ede_progress,
-    set_sign_zero,
 )
 from bindense.binary.layers import (
     BYPASSES,
@@ -36,6 +42,10 @@ from bindense.binary.quantizers import binary_sign, reference_enabled, use_refer
 
 __all__ = [
     "ACTIVATIONS",
+    "ActivationBinarizer",
+    "Binarizer",
+    "WeightBinarizer",
+    "register_binarizer",
     "BYPASSES",
     "CFB",
     "DAB",

@@ -1,14 +1,14 @@
-"""Activation and weight binarizers, each a module that reports its bit-width in ``bits``.
+"""The activation and weight binarizers, each one class registered by name (:mod:`bindense.binary.base`).
 
-Activation binarizers take the unit input; per-channel parameters are shaped ``(1, C, 1, 1)`` for
-convolutions (channels at axis 1) or ``(1, 1, C)`` for token inputs of linears (``channels_last=True``).
-Weight binarizers take the latent weight; ``channel_dim`` names its output-channel axis (0 for Conv2d and
-Linear, 1 for ConvTranspose2d; the spec may pick 0 for ConvTranspose2d, the authors' input-channel scale).
-Build them by name with :func:`make_activation` / :func:`make_weight`.
+Activation binarizers take the unit input and are built as ``cls(channels, channels_last=..., groups=...)``;
+per-channel parameters are shaped ``(1, C, 1, 1)`` for convolutions (channels at axis 1) or ``(1, 1, C)`` for
+token inputs of linears (``channels_last=True``). Weight binarizers take the latent weight and are built as
+``cls(channel_dim=...)``; ``channel_dim`` names its output-channel axis (0 for Conv2d and Linear, 1 for
+ConvTranspose2d; the spec may pick 0 for ConvTranspose2d, the authors' input-channel scale). A weight binarizer's
+``latent_init_std`` is how the unit initialises its latent weight.
 
-Every binarizer maps an exact zero to +1 (``sign_zero = "plus"``, the default). :func:`set_sign_zero` switches
-them to ``"zero"``: ``torch.sign`` values (0 at exact zeros, as in the authors' code) with the surrogate
-gradients unchanged (docs/METHODS.md, section 4).
+Forwards call :class:`bindense.binary.quantizers.Surrogate` objects, which pick the lean autograd Function or the
+reference composition (``use_reference``) in one place.
 """
 
 from __future__ import annotations
@@ -20,48 +20,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.binary import quantizers as q
-from bindense.binary import reference as ref
+from bindense.binary.base import (
+    ActivationBinarizer,
+    Binarizer,
+    WeightBinarizer,
+    _param_shape,
+    _stat_dims,
+    register_binarizer,
+    zero_at_zeros,
+)
 
 
-def _param_shape(channels: int, channels_last: bool) -> tuple[int, ...]:
-    return (1, 1, channels) if channels_last else (1, channels, 1, 1)
-
-
-SIGN_ZERO = ("plus", "zero")
-
-
-def zero_at_zeros(out: Tensor, s: Tensor) -> Tensor:
-    """``out`` with its value set to 0 where ``s == 0`` (``torch.sign`` semantics); the gradient is ``out``'s."""
-    return out - (out * (s == 0)).detach()
-
-
-class _SignZero:
-    """Mixin: what an exact zero of the signed tensor maps to (``plus``: +1, ``zero``: 0)."""
-
-    sign_zero = "plus"
-
-    def _zeros(self, out: Tensor, s: Tensor) -> Tensor:
-        return zero_at_zeros(out, s) if self.sign_zero == "zero" else out
-
-
-def _stat_dims(x: Tensor, channels_last: bool) -> tuple[int, ...]:
-    """Axes of the per-sample, per-channel statistics: spatial axes, or tokens for ``(B, N, C)``."""
-    return tuple(range(1, x.dim() - 1)) if channels_last else tuple(range(2, x.dim()))
-
-
-class FullPrecision(nn.Identity):
-    """No quantization (the ``fp32`` choice); reports 32 bits."""
+@register_binarizer("fp32", "activation", "weight")
+class FullPrecision(Binarizer):
+    """No quantization (the ``fp32`` choice, activations and weights); reports 32 bits."""
 
     bits = 32
 
-
-class SignActivation(_SignZero, nn.Module):
-    """BNN activation: sign with the STE clipped at 1; no parameters."""
-
-    bits = 1
+    def __init__(self, *args, **kwargs) -> None:  # either kind's constructor arguments, none used
+        super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._zeros(ref.sign_clip_ste(x) if q.reference_enabled() else q.SignClipSTE.apply(x), x)
+        return x
+
+
+@register_binarizer("sign")
+class SignActivation(ActivationBinarizer):
+    """BNN activation: sign with the STE clipped at 1; no parameters."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._zeros(q.SIGN_CLIP(x), x)
 
 
 def _open_window(out: Tensor, x: Tensor) -> Tensor:
@@ -69,6 +57,7 @@ def _open_window(out: Tensor, x: Tensor) -> Tensor:
     return out - (out - out.detach()) * (x.detach().abs() == 1)
 
 
+@register_binarizer("bivit")
 class BiViTSignActivation(SignActivation):
     """BiViT's activation quantizer: sign, straight-through only on the open window ``|x| < 1``.
 
@@ -80,43 +69,41 @@ class BiViTSignActivation(SignActivation):
         return _open_window(super().forward(x), x)
 
 
-class RSign(_SignZero, nn.Module):
+@register_binarizer("rsign")
+class RSign(ActivationBinarizer):
     """ReActNet: ``sign(x + beta_c)`` with a learnable per-channel shift (init 0), ApproxSign backward."""
 
-    bits = 1
-
-    def __init__(self, channels: int, channels_last: bool = False) -> None:
-        super().__init__()
+    def __init__(self, channels: int, channels_last: bool = False, groups: int | str | None = None) -> None:
+        super().__init__(channels, channels_last)
         self.bias = nn.Parameter(torch.zeros(_param_shape(channels, channels_last)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.bias
-        return self._zeros(ref.approx_sign(x) if q.reference_enabled() else q.ApproxSign.apply(x), x)
+        return self._zeros(q.APPROX_SIGN(x), x)
 
 
-class AdaBinActivation(_SignZero, nn.Module):
+@register_binarizer("adabin")
+class AdaBinActivation(ActivationBinarizer):
     """AdaBin: ``alpha * (sign((x - beta) / alpha) + beta)``, learnable scalars alpha = 1, beta = 0."""
 
-    bits = 1
-
-    def __init__(self, channels: int | None = None, channels_last: bool = False) -> None:
-        super().__init__()
+    def __init__(
+        self, channels: int | None = None, channels_last: bool = False, groups: int | str | None = None
+    ) -> None:
+        super().__init__(channels, channels_last)
         self.alpha = nn.Parameter(torch.tensor(1.0))
         self.beta = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x: Tensor) -> Tensor:
         u = (x - self.beta) / self.alpha
-        b = ref.approx_sign(u) if q.reference_enabled() else q.ApproxSign.apply(u)
-        return self.alpha * (self._zeros(b, u) + self.beta)
+        return self.alpha * (self._zeros(q.APPROX_SIGN(u), u) + self.beta)
 
 
-class BiSRActivation(_SignZero, nn.Module):
+@register_binarizer("bisr")
+class BiSRActivation(ActivationBinarizer):
     """BiSR: redistribution ``x' = k_c x + b_c`` (init 1, 0), sign forward, ``tanh(beta x')`` backward."""
 
-    bits = 1
-
-    def __init__(self, channels: int, channels_last: bool = False) -> None:
-        super().__init__()
+    def __init__(self, channels: int, channels_last: bool = False, groups: int | str | None = None) -> None:
+        super().__init__(channels, channels_last)
         shape = _param_shape(channels, channels_last)
         self.k = nn.Parameter(torch.ones(shape))
         self.b = nn.Parameter(torch.zeros(shape))
@@ -124,16 +111,17 @@ class BiSRActivation(_SignZero, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.k * x + self.b
-        out = ref.tanh_sign(x, self.beta) if q.reference_enabled() else q.TanhSign.apply(x, self.beta)
-        return self._zeros(out, x)
+        return self._zeros(q.TANH_SIGN(x, self.beta), x)
 
 
-class DAB(_SignZero, nn.Module):
+@register_binarizer("dab")
+class DAB(ActivationBinarizer):
     """BiDense distribution-adaptive binarizer: ``exp(a (mean|s| - 1)) * sign(s)``, ``s = x - (k mean(x) + b)``.
 
     ``a`` and ``k`` start at N(0, 1e-3^2) and ``b`` at 0, so the threshold is ~0 and the scale ~1 at init.
     Statistics are per sample and channel over the spatial axes (tokens for linears), detached, and
-    recomputed at inference.
+    recomputed at inference. The formula is :func:`bindense.binary.quantizers.dab_statistics`, shared by the
+    lean Function, the fused unit and :meth:`statistics` (the reference composition is the tests' oracle).
 
     ``groups`` (``method.dab_groups``, docs/DEPLOY.md "DAB groups") ties the scale ``alpha``: one per group of
     ``groups`` consecutive input channels (the last group smaller where it does not divide C), or ``"all"``
@@ -142,11 +130,8 @@ class DAB(_SignZero, nn.Module):
     The threshold ``k mean(x) + b`` stays per channel.
     """
 
-    bits = 1
-
     def __init__(self, channels: int, channels_last: bool = False, groups: int | str | None = None) -> None:
-        super().__init__()
-        self.channels, self.channels_last = channels, channels_last
+        super().__init__(channels, channels_last)
         self.group_size = dab_group_size(groups, channels)
         alphas = channels if self.group_size is None else -(-channels // self.group_size)
         shape = _param_shape(channels, channels_last)
@@ -155,24 +140,25 @@ class DAB(_SignZero, nn.Module):
         self.b = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: Tensor) -> Tensor:
-        dims = _stat_dims(x, self.channels_last)
         if self.group_size is not None:
             s = self.centred(x)
-            sign = ref.approx_sign(s) if q.reference_enabled() else q.ApproxSign.apply(s)
-            return self.alpha(s) * sign
-        if q.reference_enabled():
-            out = ref.dab(x, self.a, self.k, self.b, dims)
-        else:
-            out = q.DABFunction.apply(x, self.a, self.k, self.b, dims)
+            return self.alpha(s) * q.APPROX_SIGN(s)
+        dims = _stat_dims(x, self.channels_last)
+        out = q.DAB_SIGN(x, self.a, self.k, self.b, dims)
         if self.sign_zero == "zero":  # s recomputed with the same ops (bit-identical); docs/METHODS.md
             with torch.no_grad():
-                s = x - (self.k * x.mean(dim=dims, keepdim=True) + self.b)
+                s, _, mean_abs_s, _ = q.dab_statistics(x, self.a, self.k, self.b, dims)
                 zero = (s == 0).to(s.dtype)
-                stat = s.abs().mean(dim=dims, keepdim=True) - 1.0
             # value 0 at s == 0; d/da then drops those positions, as alpha * torch.sign(s) would
-            alpha = torch.exp(self.a * stat)
+            alpha = torch.exp(self.a * (mean_abs_s - 1.0))
             out = zero_at_zeros(out, s) - zero * (alpha - alpha.detach())
         return out
+
+    @torch.no_grad()
+    def statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``s`` and the per-channel scale ``alpha`` of :meth:`forward` (no autograd), e.g. for packed inference."""
+        s, _, _, alpha = q.dab_statistics(x, self.a, self.k, self.b, _stat_dims(x, self.channels_last))
+        return s, alpha
 
     def centred(self, x: Tensor) -> Tensor:
         """``s = x - (k mean(x) + b)``, the mean detached (its sign is the binary activation)."""
@@ -207,41 +193,34 @@ def dab_group_size(groups: int | str | None, channels: int) -> int | None:
     return None if groups == 1 else min(groups, channels)
 
 
-class SignWeight(_SignZero, nn.Module):
+@register_binarizer("sign")
+class SignWeight(WeightBinarizer):
     """BNN weights: ``sign(W)`` with no scale, STE clipped at |W| <= 1."""
 
-    bits = 1
-
-    def __init__(self, channel_dim: int = 0) -> None:
-        super().__init__()
-
     def forward(self, w: Tensor) -> Tensor:
-        return self._zeros(ref.sign_clip_ste(w) if q.reference_enabled() else q.SignClipSTE.apply(w), w)
+        return self._zeros(q.SIGN_CLIP(w), w)
 
 
-class ScaledSignWeight(_SignZero, nn.Module):
+@register_binarizer("scaled_sign")
+class ScaledSignWeight(WeightBinarizer):
     """ReActNet/BiDense weights: detached ``mean|W|`` per ``channel_dim`` slice times ``sign(W)``, clipped STE.
 
     For a ConvTranspose2d weight ``(C_in, C_out, k, k)``, ``channel_dim=0`` averages per input channel (the
     authors' DPT ``Up``), ``channel_dim=1`` per output channel (docs/METHODS.md, section 3.1).
     """
 
-    bits = 1
-
     def __init__(self, channel_dim: int = 0) -> None:
-        super().__init__()
+        super().__init__(channel_dim)
         self.channel_dim = channel_dim
 
     def reduce_dims(self, w: Tensor) -> tuple[int, ...]:
         return tuple(d for d in range(w.dim()) if d != self.channel_dim)
 
     def forward(self, w: Tensor) -> Tensor:
-        dims = self.reduce_dims(w)
-        if q.reference_enabled():
-            return self._zeros(ref.scaled_sign_clip_ste(w, dims), w)
-        return self._zeros(q.ScaledSignClipSTE.apply(w, dims), w)
+        return self._zeros(q.SCALED_SIGN_CLIP(w, self.reduce_dims(w)), w)
 
 
+@register_binarizer("centered_sign")
 class CenteredScaledSignWeight(ScaledSignWeight):
     """Binary linears of the paper-time BiDense ViT: ``mean|W_o|`` of the RAW row times ``sign(W_o - mean(W_o))``.
 
@@ -255,7 +234,7 @@ class CenteredScaledSignWeight(ScaledSignWeight):
         dims = self.reduce_dims(w)
         scale = w.detach().abs().mean(dim=dims, keepdim=True)
         centred = w - w.mean(dim=dims, keepdim=True)
-        v = ref.sign_clip_ste(centred) if q.reference_enabled() else q.SignClipSTE.apply(centred)
+        v = q.SIGN_CLIP(centred)
         if self.scale_gradient:  # BiViT's quantizer: open STE window |W - mean| < 1
             v = _open_window(v, centred)
         # exactly +-scale in value; the gradient is v's (unscaled) or scale * v's
@@ -263,6 +242,7 @@ class CenteredScaledSignWeight(ScaledSignWeight):
         return self._zeros(out, centred)
 
 
+@register_binarizer("bivit_sign")
 class BiViTSignWeight(CenteredScaledSignWeight):
     """Binary linears of the released BiViT ViT, ``scale * STE(sign(W - mean))``: the gradient is scaled too, and
     the STE window is open (``|W - mean| < 1``)."""
@@ -270,19 +250,20 @@ class BiViTSignWeight(CenteredScaledSignWeight):
     scale_gradient = True
 
 
-class AdaBinWeight(_SignZero, nn.Module):
+@register_binarizer("adabin")
+class AdaBinWeight(WeightBinarizer):
     """AdaBin weights: ``alpha_w * sign((W - beta_w) / alpha_w) + beta_w`` per output channel, not detached.
 
     ``beta_w = mean(W)``, ``alpha_w = sqrt(sum((W - beta_w)^2) / n)`` with n the fan-in
     ``kh * kw * C_in / groups`` (docs/METHODS.md, section 5). The sign backward is EDE with ``t`` and
     ``k = max(1/t, 1)`` set from training progress by :meth:`set_progress` (t from ``t_min`` to ``t_max`` on a
-    log scale).
+    log scale). Its latent weights keep torch's default init (the adaptive scale normalises them).
     """
 
-    bits = 1
+    latent_init_std = None
 
     def __init__(self, channel_dim: int = 0, t_min: float = 1e-3, t_max: float = 10.0) -> None:
-        super().__init__()
+        super().__init__(channel_dim)
         self.channel_dim = channel_dim
         self.t_min, self.t_max = t_min, t_max
         self.set_progress(0.0)
@@ -300,47 +281,7 @@ class AdaBinWeight(_SignZero, nn.Module):
         fan_in = centred[0].numel() if self.channel_dim == 0 else centred.numel() // centred.shape[1]
         alpha = torch.sqrt(centred.square().sum(dim=dims, keepdim=True) / fan_in)
         u = centred / alpha
-        b = ref.ede_sign(u, self.k, self.t) if q.reference_enabled() else q.EDESign.apply(u, self.k, self.t)
-        return alpha * self._zeros(b, u) + beta
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "fp32": FullPrecision,
-    "sign": SignActivation,
-    "bivit": BiViTSignActivation,
-    "rsign": RSign,
-    "adabin": AdaBinActivation,
-    "bisr": BiSRActivation,
-    "dab": DAB,
-}
-WEIGHTS: dict[str, type[nn.Module]] = {
-    "fp32": FullPrecision,
-    "sign": SignWeight,
-    "scaled_sign": ScaledSignWeight,
-    "centered_sign": CenteredScaledSignWeight,
-    "bivit_sign": BiViTSignWeight,
-    "adabin": AdaBinWeight,
-}
-
-
-def _lookup(table: dict[str, type[nn.Module]], name: str, what: str) -> type[nn.Module]:
-    if name not in table:
-        raise ValueError(f"unknown {what} binarizer {name!r}; expected one of {sorted(table)}")
-    return table[name]
-
-
-def make_activation(name: str, channels: int, channels_last: bool = False) -> nn.Module:
-    """Activation binarizer by config name: ``fp32 | sign | bivit | rsign | adabin | bisr | dab``."""
-    cls = _lookup(ACTIVATIONS, name, "activation")
-    if cls in (FullPrecision, SignActivation, BiViTSignActivation):
-        return cls()
-    return cls(channels, channels_last=channels_last)
-
-
-def make_weight(name: str, channel_dim: int = 0) -> nn.Module:
-    """Weight binarizer by config name: ``fp32 | sign | scaled_sign | centered_sign | bivit_sign | adabin``."""
-    cls = _lookup(WEIGHTS, name, "weight")
-    return cls() if cls is FullPrecision else cls(channel_dim=channel_dim)
+        return alpha * self._zeros(q.EDE_SIGN(u, self.k, self.t), u) + beta
 
 
 def set_ede_progress(model: nn.Module, progress: float) -> None:
@@ -348,13 +289,3 @@ def set_ede_progress(model: nn.Module, progress: float) -> None:
     for module in model.modules():
         if isinstance(module, AdaBinWeight):
             module.set_progress(progress)
-
-
-def set_sign_zero(model: nn.Module, mode: str) -> nn.Module:
-    """Set what every binarizer in ``model`` maps an exact zero to: ``plus`` (+1) or ``zero`` (0); returns it."""
-    if mode not in SIGN_ZERO:
-        raise ValueError(f"method.sign_zero={mode!r} is not one of {list(SIGN_ZERO)}")
-    for module in model.modules():
-        if isinstance(module, _SignZero):
-            module.sign_zero = mode
-    return model

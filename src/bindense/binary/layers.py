@@ -13,15 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.binary import quantizers as q
-from bindense.binary.binarizers import (
-    DAB,
-    FullPrecision,
-    ScaledSignWeight,
-    SignActivation,
-    SignWeight,
-    make_activation,
-    make_weight,
-)
+from bindense.binary.base import make_activation, make_weight
+from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
 from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
 
 BYPASSES = ("none", "cfb")
@@ -122,15 +115,19 @@ class _BinaryUnit:
         norm: bool,
         channel_dim: int,
         channels_last: bool = False,
+        activation_groups: int | str | None = None,
     ) -> None:
         if bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {bypass!r}; expected one of {BYPASSES}")
-        self.activation_binarizer = make_activation(activation, in_channels, channels_last=channels_last)
+        self.activation_binarizer = make_activation(
+            activation, in_channels, channels_last=channels_last, groups=activation_groups
+        )
         self.weight_binarizer = make_weight(weight, channel_dim=channel_dim)
         self.norm = nn.BatchNorm2d(out_channels) if norm else None
         self.bypass = bypass
-        if weight not in ("fp32", "adabin"):  # binary latent weights start at N(0, 1e-3^2) (PAPERS.md 1.2)
-            nn.init.normal_(self.weight, std=1e-3)
+        std = self.weight_binarizer.latent_init_std  # the weight binarizer's rule (docs/EXTENDING.md)
+        if std is not None:
+            nn.init.normal_(self.weight, std=std)
 
     @property
     def input_bits(self) -> int:
@@ -200,9 +197,12 @@ class BinaryConv2d(_BinaryUnit, nn.Conv2d):
         bypass: str = "cfb",
         norm: bool = True,
         dilation: int = 1,
+        activation_groups: int | str | None = None,
     ) -> None:
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-        self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=0)
+        self._setup_binary(
+            in_channels, out_channels, activation, weight, bypass, norm, 0, activation_groups=activation_groups
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         y = None
@@ -218,7 +218,11 @@ class BinaryConv2d(_BinaryUnit, nn.Conv2d):
 
 
 class BinaryConvTranspose2d(_BinaryUnit, nn.ConvTranspose2d):
-    """Transposed counterpart of :class:`BinaryConv2d`; the bypass upsamples ``x`` (nearest) by the stride."""
+    """Transposed counterpart of :class:`BinaryConv2d`; the bypass upsamples ``x`` (nearest) by the stride.
+
+    ``weight_channel_dim``: axis of the ``(C_in, C_out, k, k)`` weight its scale is taken per (1: output channels;
+    0: input channels, the authors' DPT ``Up``).
+    """
 
     def __init__(
         self,
@@ -233,11 +237,16 @@ class BinaryConvTranspose2d(_BinaryUnit, nn.ConvTranspose2d):
         weight: str = "scaled_sign",
         bypass: str = "cfb",
         norm: bool = True,
+        activation_groups: int | str | None = None,
+        weight_channel_dim: int = 1,
     ) -> None:
         nn.ConvTranspose2d.__init__(
             self, in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
         )
-        self._setup_binary(in_channels, out_channels, activation, weight, bypass, norm, channel_dim=1)
+        self._setup_binary(
+            in_channels, out_channels, activation, weight, bypass, norm, weight_channel_dim,
+            activation_groups=activation_groups,
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         geometry = ConvGeometry(self.stride, self.padding, self.dilation, True, self.output_padding, self.groups)
@@ -272,11 +281,10 @@ class BinaryLinear(_BinaryUnit, nn.Linear):
         activation: str = "rsign",
         weight: str = "centered_sign",
         bypass: str = "none",
+        activation_groups: int | str | None = None,
     ) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias)
-        self._setup_binary(
-            in_features, out_features, activation, weight, bypass, False, channel_dim=0, channels_last=True
-        )
+        self._setup_binary(in_features, out_features, activation, weight, bypass, False, 0, True, activation_groups)
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.linear(self.activation_binarizer(x), self.binary_weight(), self.bias)

@@ -11,10 +11,13 @@ the same formulas from elementary torch ops; it is the oracle of the tests and t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from bindense.binary import reference as ref
 
 _REFERENCE = False
 
@@ -33,6 +36,20 @@ def use_reference(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _REFERENCE = previous
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A sign with a surrogate gradient in its two implementations: the lean autograd Function and the reference.
+
+    Calling it runs one or the other per :func:`use_reference`; this is the only place binarizers read the switch.
+    """
+
+    lean: Callable[..., Tensor]
+    reference: Callable[..., Tensor]
+
+    def __call__(self, *args) -> Tensor:
+        return (self.reference if _REFERENCE else self.lean)(*args)
 
 
 def binary_sign(x: Tensor) -> Tensor:
@@ -189,3 +206,12 @@ class DABFunction(torch.autograd.Function):
         # dL/da = sum(g * sign(s)) * alpha * (mean|s| - 1) = sum(g * out) * (mean|s| - 1)
         grad_a = _sum_to((grad * out).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
         return grad_s, grad_a, grad_k, grad_b, None
+
+
+#: the surrogates of the binarizers, each lean beside its reference composition
+SIGN_CLIP = Surrogate(SignClipSTE.apply, ref.sign_clip_ste)
+APPROX_SIGN = Surrogate(ApproxSign.apply, ref.approx_sign)
+TANH_SIGN = Surrogate(TanhSign.apply, ref.tanh_sign)
+EDE_SIGN = Surrogate(EDESign.apply, ref.ede_sign)
+SCALED_SIGN_CLIP = Surrogate(ScaledSignClipSTE.apply, ref.scaled_sign_clip_ste)
+DAB_SIGN = Surrogate(DABFunction.apply, ref.dab)

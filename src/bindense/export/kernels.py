@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.binary import BinaryConv2d, cfb
-from bindense.binary.binarizers import DAB, _stat_dims
+from bindense.binary.binarizers import DAB
 from bindense.export.bits import pack_signs, pack_words, popcount, unpack_signs
 
 #: cap on the int64 intermediate of the xnor kernel (elements) per chunk of output channels
@@ -35,10 +35,7 @@ XNOR_CHUNK_ELEMENTS = 1 << 23
 
 def dab_bits(dab: DAB, x: Tensor) -> tuple[Tensor, Tensor]:
     """DAB's per-(sample, channel) scale ``alpha`` and the sign bits (True = +1) of ``s``, as in its forward."""
-    dims = _stat_dims(x, dab.channels_last)
-    mean_x = x.mean(dim=dims, keepdim=True)
-    s = x - (dab.k * mean_x + dab.b)
-    alpha = torch.exp(dab.a * (s.abs().mean(dim=dims, keepdim=True) - 1.0))
+    s, alpha = dab.statistics(x)
     return alpha, s >= 0
 
 

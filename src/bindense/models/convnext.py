@@ -1,11 +1,11 @@
-"""ConvNeXt backbones in the three layout families of LAYOUTS.md 4 (picked by the method spec).
+"""ConvNeXt backbones in three shapes, picked by the method spec's ``original_backbone`` and ``block_residual``.
 
-- original (``fp32`` / ``fp32_scratch``): LayerNorm stem and pre-norm downsampling, block
+- original (``original_backbone``; ``fp32`` / ``fp32_scratch``): LayerNorm stem and pre-norm downsampling, block
   ``x + gamma * pw2(GELU(pw1(LN(dw(x)))))`` with layer scale 1e-6; module names follow the official
   facebookresearch/ConvNeXt key layout, so its ImageNet checkpoints load directly.
-- BNN-shaped (``bnn``): BN-ConvNeXt, block ``y = x + dw(x)``, ``out = x + pw2(act(pw1(y)))`` (every conv a unit
-  with its BN), downsampling ``unit 2x2/2 + BN`` (or BiSR's down-sampler).
-- BiDense (``bidense``): block ``pw2(act(pw1(dw(x))))`` with no block residual (each unit carries its bypass),
+- BNN-shaped (``block_residual``; ``bnn``): BN-ConvNeXt, block ``y = x + dw(x)``, ``out = x + pw2(act(pw1(y)))``
+  (every conv a unit with its BN), downsampling ``unit 2x2/2 + BN`` (or BiSR's down-sampler).
+- BiDense (no ``block_residual``; ``bidense``): block ``pw2(act(pw1(dw(x))))`` (each unit carries its bypass),
   downsampling by the Transition ``unit 2x2/2 + cfb(avgpool2(x))``.
 
 The stem conv is always full precision. ``forward`` returns ``{"stage1": ..., "stage4": ...}`` (strides 4-32).
@@ -148,7 +148,7 @@ class ConvNeXt(nn.Module):
             def block(d: int) -> nn.Module:
                 return OriginalBlock(spec, d, layer_scale_init)
         else:
-            block_cls = BiDenseBlock if spec.layout == "bidense" else BNNBlock
+            block_cls = BNNBlock if spec.block_residual else BiDenseBlock
 
             def block(d: int) -> nn.Module:
                 return block_cls(spec, d)
@@ -213,8 +213,8 @@ def load_convnext_checkpoint(backbone: ConvNeXt, path: str | os.PathLike) -> Non
     """
     if not backbone.spec.original_backbone:
         raise ValueError(
-            f"pretrained_ckpt needs the original (LayerNorm) ConvNeXt of the fp32 layouts, "
-            f"not layout {backbone.spec.layout!r} (binary models are trained from scratch)"
+            f"pretrained_ckpt needs the original (LayerNorm) ConvNeXt (method.original_backbone=true, the fp32 "
+            f"layouts), not layout {backbone.spec.layout!r} (binary models are trained from scratch)"
         )
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -10,7 +10,8 @@
   for BiDense; there the units' bypasses replace the outer ``x +``) and conv biases, as the authors' units;
 - output conv3x3 ``features -> neck`` (128). The model upsamples it to the input size before the heads.
 
-In the standard fp32 layout the convs have a bias and no BN (original DPT); elsewhere each is a unit with BN.
+With ``fpn_norm`` false (standard fp32 layout) the convs have a bias and no BN (original DPT); otherwise each is a
+unit with BN.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from bindense.models.upernet import as_list, up
 
 
 class ResidualConvUnit(nn.Module):
-    """``x + conv2(act2(conv1(act1(x))))``; in the BiDense layout without the outer ``x +`` (the units' own
-    bypasses are the residual path, as in the BiDense ConvNeXt block and FPN smoothing)."""
+    """``x + conv2(act2(conv1(act1(x))))``; without ``block_residual`` (BiDense) without the outer ``x +`` (the
+    units' own bypasses are the residual path, as in the BiDense ConvNeXt block and FPN smoothing)."""
 
     def __init__(self, spec: MethodSpec, channels: int) -> None:
         super().__init__()
-        self.residual = spec.layout != "bidense"
+        self.residual = spec.block_residual
         self.act1 = spec.act(spec.decoder_act, channels)
         self.conv1 = spec.conv(channels, channels, 3, padding=1, bias=True, norm=spec.fpn_norm)
         self.act2 = spec.act(spec.decoder_act, channels)

@@ -55,7 +55,7 @@ class DepthHead(nn.Module):
         self, spec: MethodSpec, in_channels: int, max_depth: float, hidden: int = 32, out_channels: int = 1
     ) -> None:
         super().__init__()
-        plain = spec.layout == "fp32"
+        plain = not spec.fpn_norm
         self.conv = spec.conv(in_channels, hidden, 3, padding=1, bias=plain, norm=not plain)
         self.act = nn.ReLU()
         self.predictor = PredictionConv(hidden, out_channels)

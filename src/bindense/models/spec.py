@@ -1,98 +1,99 @@
 """The method spec: one object that decides every conv, linear and activation of a model.
 
-A ``method`` config (conf/method/*.yaml) becomes a :class:`MethodSpec`. Backbones, decoders and heads never
-look at the method name; they ask the spec for units (:meth:`MethodSpec.conv`, :meth:`MethodSpec.conv_transpose`,
-:meth:`MethodSpec.linear`) and activations (:meth:`MethodSpec.act`), and read the few layout switches it
-exposes (docs/METHODS.md, README "Layouts"). Layout families:
+A ``method`` config (a preset of conf/method/*.yaml, possibly with overrides) becomes a :class:`MethodSpec`.
+Backbones, decoders and heads never look at the method or layout name; they ask the spec for units
+(:meth:`MethodSpec.conv`, :meth:`MethodSpec.conv_transpose`, :meth:`MethodSpec.linear`), binarizers
+(:meth:`MethodSpec.token_binarizer`) and activations (:meth:`MethodSpec.act`), and read its explicit layout
+fields (``original_backbone``, ``block_residual``, ``fpn_norm``, ``smooth_residual``; docs/EXTENDING.md).
 
-- ``bidense``: CFB / BiDense topology (no block residual, every unit carries its bypass, Transition downsampling).
-- ``bnn``: BN-ConvNeXt topology of the binary baselines (inner + outer block residual, conv+BN downsampling,
-  residual shared FPN smoothing, BN after laterals and neck).
-- ``fp32``: original ConvNeXt (LayerNorm, GELU, layer scale) + standard UperNet (no BN on laterals,
-  smoothing and neck; smoothing without residual).
-- ``fp32_scratch``: original ConvNeXt + the BNN-shaped decoder in full precision (README "Layouts").
+The presets are the only source of default values: a method config takes its missing keys from the preset of its
+``layout`` (conf/method/<layout>.yaml), then from :data:`ROOT_PRESET` (``bidense.yaml``, which lists every key).
+Layouts shipped: ``bidense`` (no block residual, every unit carries its bypass, Transition downsampling),
+``bnn`` (BN-ConvNeXt of the binary baselines: block residuals, residual shared FPN smoothing), ``fp32``
+(original ConvNeXt + standard UperNet, no decoder BN) and ``fp32_scratch`` (original ConvNeXt + the BNN-shaped
+decoder in full precision).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from bindense.binary import (
     ACTIVATIONS,
     BYPASSES,
-    DAB,
     SIGN_ZERO,
     WEIGHTS,
+    Binarizer,
     BinaryConv2d,
     BinaryConvTranspose2d,
     BinaryLinear,
     LearnableBias,
     Maxout,
     RPReLU,
-    make_weight,
+    make_activation,
     set_sign_zero,
 )
 from bindense.binary.binarizers import dab_group_size
 
-LAYOUTS = ("bidense", "bnn", "fp32", "fp32_scratch")
-ACTS = ("relu", "gelu", "prelu", "rprelu", "maxout", "none")
+#: the method presets (conf/method/*.yaml of the repository)
+PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf" / "method"
+#: the preset that lists every key: the defaults of keys that neither a config nor its layout's preset sets
+ROOT_PRESET = "bidense"
+
 DOWNSAMPLES = ("ln", "conv", "bisr")
 TRANSPOSE_SCALES = ("input", "output")
 VIT_MLP_ACTS = ("gelu", "prelu")
 
-_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bidense": dict(
-        activation="dab",
-        weight="scaled_sign",
-        bypass="cfb",
-        block_act="prelu",
-        decoder_act="prelu",
-        fusion_act="rprelu",
-        downsample="conv",
-        bias=False,
-        linear_activation="bivit",
-        linear_weight="bivit_sign",
-    ),
-    "bnn": dict(
-        activation="sign",
-        weight="sign",
-        bypass="none",
-        block_act="gelu",
-        decoder_act="relu",
-        fusion_act="relu",
-        downsample="conv",
-        bias=True,
-        linear_activation="sign",
-        linear_weight="sign",
-    ),
-    "fp32": dict(
-        activation="fp32",
-        weight="fp32",
-        bypass="none",
-        block_act="gelu",
-        decoder_act="relu",
-        fusion_act="relu",
-        downsample="ln",
-        bias=True,
-        linear_activation="fp32",
-        linear_weight="fp32",
-    ),
+#: activations between units by config name (``block_act`` / ``decoder_act`` / ``fusion_act``)
+ACT_FACTORIES: dict[str, Callable[[int], nn.Module]] = {
+    "relu": lambda channels: nn.ReLU(),
+    "gelu": lambda channels: nn.GELU(),
+    "prelu": lambda channels: nn.Sequential(LearnableBias(channels), nn.PReLU(channels)),
+    "rprelu": RPReLU,
+    "maxout": Maxout,
+    "none": lambda channels: nn.Identity(),
 }
-_LAYOUT_DEFAULTS["fp32_scratch"] = dict(_LAYOUT_DEFAULTS["fp32"])
+ACTS = tuple(ACT_FACTORIES)
+
+
+def preset_names(directory: Path = PRESETS_DIR) -> list[str]:
+    """Names of the method presets (conf/method/*.yaml)."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_preset(name: str, directory: Path = PRESETS_DIR) -> dict[str, Any]:
+    """The keys of method preset ``name`` (``<directory>/<name>.yaml``) as a plain dict (a fresh copy)."""
+    return dict(_read_preset(name, Path(directory)))
+
+
+@functools.cache
+def _read_preset(name: str, directory: Path) -> dict[str, Any]:
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"method preset {name!r} not found: expected {path}; presets: {preset_names(directory)}")
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of method keys, got {type(values).__name__}")
+    return values
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Binarization recipe + layout family of one table row (see conf/method/*.yaml).
+    """Binarization recipe + layout of one table row (conf/method/*.yaml; every value comes from a preset).
 
     Attributes:
         name: preset name (informative only).
-        layout: ``bidense | bnn | fp32 | fp32_scratch``.
-        activation / weight / bypass: the conv units' activation binarizer, weight binarizer and bypass.
+        layout: name of the layout preset (conf/method/<layout>.yaml) whose keys fill in what a config leaves
+            out; a label otherwise (logging, export metadata): no module compares it.
+        activation / weight / bypass: the conv units' activation binarizer, weight binarizer (registered names,
+            :data:`bindense.binary.ACTIVATIONS` / :data:`bindense.binary.WEIGHTS`) and bypass.
         block_act: activation between the two pointwise convs of a ConvNeXt block (``prelu`` is
             LearnableBias -> PReLU, ``rprelu`` is LearnableBias -> PReLU -> LearnableBias).
         decoder_act: activation after the PPM convs (and in the DPT residual conv units).
@@ -102,6 +103,14 @@ class MethodSpec:
             BiDense Transition), ``bisr`` (BiSR's AvgPool + two residual 3x3 branches, no BN).
         bias: conv bias at the positions where the authors' units default it (block, downsampling,
             laterals, smoothing, neck); the PPM, fusion and head convs never have one.
+        original_backbone: the original ConvNeXt (LayerNorm stem and blocks, GELU, layer scale, block residual)
+            instead of the BN-ConvNeXt built from units.
+        block_residual: blocks add their input back: the BN-ConvNeXt block (``x + dw(x)``, then
+            ``x + pw2(act(pw1(.)))``) and the DPT residual conv unit; false: the units' bypasses are the only
+            residual path (BiDense). The original ConvNeXt block always has its residual.
+        fpn_norm: BN on the decoder's units (UperNet laterals, smoothing, neck; DPT convs) and on the depth
+            head's conv; false: plain convs with a bias there (standard fp32 UperNet / DPT).
+        smooth_residual: the shared FPN smoothing is used as ``M + smooth(M)`` (BNN-shaped decoder).
         linear_activation / linear_weight: binarizers of the ViT linears and attention.
         vit_mlp_act: ViT MLP activation, ``gelu`` (released code) or ``prelu`` (LearnableBias -> PReLU, paper-time).
         transpose_scale: axis of a transposed conv's weight scale, ``input`` (authors) or ``output``.
@@ -113,28 +122,31 @@ class MethodSpec:
             docs/DEPLOY.md "DAB groups".
     """
 
-    name: str = "bidense"
-    layout: str = "bidense"
-    activation: str = "dab"
-    weight: str = "scaled_sign"
-    bypass: str = "cfb"
-    block_act: str = "prelu"
-    decoder_act: str = "prelu"
-    fusion_act: str = "rprelu"
-    downsample: str = "conv"
-    bias: bool = False
-    linear_activation: str = "bivit"
-    linear_weight: str = "bivit_sign"
-    vit_mlp_act: str = "gelu"
-    transpose_scale: str = "input"
-    sign_zero: str = "plus"
-    attention_normalize: bool = True
-    dab_groups: int | str | None = None
+    name: str
+    layout: str
+    activation: str
+    weight: str
+    bypass: str
+    block_act: str
+    decoder_act: str
+    fusion_act: str
+    downsample: str
+    bias: bool
+    original_backbone: bool
+    block_residual: bool
+    fpn_norm: bool
+    smooth_residual: bool
+    linear_activation: str
+    linear_weight: str
+    vit_mlp_act: str
+    transpose_scale: str
+    sign_zero: str
+    attention_normalize: bool
+    dab_groups: int | str | None
 
     def __post_init__(self) -> None:
         dab_group_size(self.dab_groups, 1)  # validates the value
         checks = [
-            ("layout", self.layout, LAYOUTS),
             ("activation", self.activation, tuple(ACTIVATIONS)),
             ("weight", self.weight, tuple(WEIGHTS)),
             ("bypass", self.bypass, BYPASSES),
@@ -151,51 +163,48 @@ class MethodSpec:
         for key, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"method.{key}={value!r} is not one of {list(allowed)}")
+        if self.original_backbone and not self.block_residual:
+            raise ValueError("method.original_backbone=true needs method.block_residual=true (its blocks have one)")
 
     @classmethod
-    def from_config(cls, method: Mapping[str, Any] | MethodSpec | str) -> MethodSpec:
-        """Spec from a ``method`` mapping (Hydra DictConfig or dict); missing keys take the layout defaults.
+    def from_config(cls, method: Mapping[str, Any] | MethodSpec | str, presets: Path = PRESETS_DIR) -> MethodSpec:
+        """Spec from a ``method`` mapping (Hydra DictConfig or dict) or a preset name (``from_config("bnn")``).
 
-        A bare string is a layout name with its defaults (handy in tests: ``from_config("bnn")``).
+        Keys the mapping leaves out come from the preset of its ``layout`` (``<presets>/<layout>.yaml``), then
+        from :data:`ROOT_PRESET`; ``presets`` is the preset directory (conf/method).
         """
         if isinstance(method, MethodSpec):
             return method
         if isinstance(method, str):
-            method = {"name": method, "layout": method}
+            method = load_preset(method, presets)
         method = dict(method)
-        layout = method.get("layout", "bidense")
-        if layout not in LAYOUTS:
-            raise ValueError(f"method.layout={layout!r} is not one of {list(LAYOUTS)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(method) - known)
         if unknown:
             raise ValueError(f"unknown method keys {unknown}; known keys: {sorted(known)}")
-        values = {"name": layout, **_LAYOUT_DEFAULTS[layout], **method}
-        values["bias"] = bool(values["bias"])
-        return cls(**values)
+        root = load_preset(ROOT_PRESET, presets)
+        layout = method.get("layout", root["layout"])
+        base = load_preset(layout, presets)
+        if base.get("layout") != layout:
+            raise ValueError(
+                f"method.layout={layout!r}: {presets / layout}.yaml is a preset on layout {base.get('layout')!r}, "
+                f"not a layout (a layout preset names itself in its `layout` key)"
+            )
+        values = {**root, **base, **method}
+        missing = sorted(known - set(values))
+        if missing:
+            raise ValueError(f"method keys {missing} are set nowhere: add them to {presets / ROOT_PRESET}.yaml")
+        for key in ("bias", "original_backbone", "block_residual", "fpn_norm", "smooth_residual"):
+            values[key] = bool(values[key])
+        return cls(**{k: values[k] for k in known})
 
     def with_(self, **changes: Any) -> MethodSpec:
         return replace(self, **changes)
 
-    # ---- layout switches (docs/METHODS.md, README "Layouts") ----
-    @property
-    def original_backbone(self) -> bool:
-        """LayerNorm ConvNeXt (GELU, layer scale, block residual): the fp32 rows."""
-        return self.layout in ("fp32", "fp32_scratch")
-
-    @property
-    def fpn_norm(self) -> bool:
-        """BN after laterals, smoothing and neck (every layout but the standard fp32 UperNet)."""
-        return self.layout != "fp32"
-
-    @property
-    def smooth_residual(self) -> bool:
-        """Shared FPN smoothing used as ``M + smooth(M)`` (BNN-shaped layouts)."""
-        return self.layout in ("bnn", "fp32_scratch")
-
     @property
     def is_binary(self) -> bool:
-        return self.activation != "fp32" and self.weight != "fp32"
+        """1-bit activations and weights in the conv units."""
+        return ACTIVATIONS[self.activation].bits == 1 and WEIGHTS[self.weight].bits == 1
 
     # ---- factories ----
     def conv(
@@ -229,8 +238,9 @@ class MethodSpec:
             weight=weight,
             bypass=(self.bypass if bypass is None else bypass) if binary else "none",
             norm=norm,
+            activation_groups=self.dab_groups,
         )
-        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
+        return set_sign_zero(unit, self.sign_zero)
 
     def conv_transpose(
         self,
@@ -256,9 +266,10 @@ class MethodSpec:
             weight=self.weight,
             bypass=self.bypass if bypass is None else bypass,
             norm=norm,
+            activation_groups=self.dab_groups,
+            weight_channel_dim=TRANSPOSE_SCALES.index(self.transpose_scale),
         )
-        unit.weight_binarizer = make_weight(self.weight, channel_dim=TRANSPOSE_SCALES.index(self.transpose_scale))
-        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
+        return set_sign_zero(unit, self.sign_zero)
 
     def linear(
         self,
@@ -276,15 +287,17 @@ class MethodSpec:
             activation=activation or self.linear_activation,
             weight=weight or self.linear_weight,
             bypass="none",
+            activation_groups=self.dab_groups,
         )
-        return set_sign_zero(self._dab_grouped(unit), self.sign_zero)
+        return set_sign_zero(unit, self.sign_zero)
 
-    def _dab_grouped(self, unit):
-        """``unit`` with its DAB activation binarizer grouped per ``dab_groups`` (unchanged when null)."""
-        dab = unit.activation_binarizer
-        if self.dab_groups is not None and isinstance(dab, DAB):
-            unit.activation_binarizer = DAB(dab.channels, dab.channels_last, groups=self.dab_groups)
-        return unit
+    def token_binarizer(self, channels: int) -> Binarizer:
+        """The binarizer of the ViT attention operands q, k, v (``linear_activation`` on ``(B, N, C)`` tokens).
+
+        Per channel: ``dab_groups`` groups the scale in front of a unit's popcount, which the attention matmuls
+        are not.
+        """
+        return set_sign_zero(make_activation(self.linear_activation, channels, channels_last=True), self.sign_zero)
 
     def act(self, name: str, channels: int) -> nn.Module:
         """Activation by name (``block_act``/``decoder_act``/``fusion_act`` values or ``relu``)."""
@@ -293,16 +306,6 @@ class MethodSpec:
 
 def make_act(name: str, channels: int) -> nn.Module:
     """``relu | gelu | prelu (LearnableBias -> PReLU) | rprelu | maxout | none`` on ``(B, C, H, W)``."""
-    if name == "relu":
-        return nn.ReLU()
-    if name == "gelu":
-        return nn.GELU()
-    if name == "prelu":
-        return nn.Sequential(LearnableBias(channels), nn.PReLU(channels))
-    if name == "rprelu":
-        return RPReLU(channels)
-    if name == "maxout":
-        return Maxout(channels)
-    if name == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTS)}")
+    if name not in ACT_FACTORIES:
+        raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTS)}")
+    return ACT_FACTORIES[name](channels)

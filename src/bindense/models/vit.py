@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bindense.binary import make_activation, set_sign_zero
 from bindense.models.spec import MethodSpec
 
 #: DINOv2's offset added to the target grid side before computing the interpolation scale factor
@@ -85,12 +84,11 @@ class Attention(nn.Module):
         self.normalize = spec.attention_normalize if normalize is None else normalize
         self.qkv = spec.linear(dim, 3 * dim)
         self.proj = spec.linear(dim, dim)
-        self.binary = spec.linear_activation != "fp32"
-        act = spec.linear_activation
-        self.q_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
-        self.k_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
-        self.v_binarizer = set_sign_zero(make_activation(act, dim, channels_last=True), spec.sign_zero)
+        self.q_binarizer = spec.token_binarizer(dim)
+        self.k_binarizer = spec.token_binarizer(dim)
+        self.v_binarizer = spec.token_binarizer(dim)
         bits = self.q_binarizer.bits
+        self.binary = bits == 1
         self.qk = MatMul(bits, bits)
         self.av = MatMul(bits, bits)
 
