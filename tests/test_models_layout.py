@@ -290,3 +290,15 @@ def test_shipped_presets_need_no_python_defaults() -> None:
     assert all(f.default is MISSING for f in fields(MethodSpec))
     for path in sorted((CONF / "method").glob("*.yaml")):
         assert MethodSpec.from_config(path.stem).name == path.stem
+
+
+def test_complete_method_config_needs_no_preset_files(tmp_path):
+    """A resolved method config (a run's or an export's) builds its spec without reading conf/method/."""
+    from dataclasses import asdict
+
+    from bindense.models.spec import MethodSpec
+
+    spec = MethodSpec.from_config("bnn")
+    assert MethodSpec.from_config(asdict(spec), presets=tmp_path) == spec
+    with pytest.raises(ValueError, match="not found"):
+        MethodSpec.from_config({"layout": "bnn"}, presets=tmp_path)

@@ -338,10 +338,15 @@ def test_synthetic_mt_trains_with_no_other_override(tmp_path):
     assert any(k.startswith("val/depth/") for k in metrics) and any(k.startswith("val/sal/") for k in metrics)
 
 
-def test_explicit_monitor_without_mode_gets_its_direction(tmp_path):
-    cfg = compose_config("train", ["optimized_metric=val/seg/loss"], tmp_path)
+@pytest.mark.parametrize(
+    ("key", "mode"),
+    [("val/seg/loss", "min"), ("val/seg/mIoU_best", "max"), ("val/depth/rmse_pooled_best", "min"),
+     ("val/depth/d1", "max"), ("val/mtl/delta_m_best", "max")],
+)
+def test_explicit_monitor_without_mode_gets_its_direction(tmp_path, key, mode):
+    cfg = compose_config("train", ["data=synthetic_mt", f"optimized_metric={key}"], tmp_path)
     check_config(cfg)
-    assert cfg.optimized_mode == "min"
+    assert cfg.optimized_mode == mode
 
 
 # --------------------------------------------------------------------------------- 7. smaller items

@@ -182,15 +182,18 @@ class MethodSpec:
         unknown = sorted(set(method) - known)
         if unknown:
             raise ValueError(f"unknown method keys {unknown}; known keys: {sorted(known)}")
-        root = load_preset(ROOT_PRESET, presets)
-        layout = method.get("layout", root["layout"])
-        base = load_preset(layout, presets)
-        if base.get("layout") != layout:
-            raise ValueError(
-                f"method.layout={layout!r}: {presets / layout}.yaml is a preset on layout {base.get('layout')!r}, "
-                f"not a layout (a layout preset names itself in its `layout` key)"
-            )
-        values = {**root, **base, **method}
+        if known <= set(method):  # complete (e.g. the resolved config of a run or an export): no preset files read
+            values = method
+        else:
+            root = load_preset(ROOT_PRESET, presets)
+            layout = method.get("layout", root["layout"])
+            base = load_preset(layout, presets)
+            if base.get("layout") != layout:
+                raise ValueError(
+                    f"method.layout={layout!r}: {presets / layout}.yaml is a preset on layout "
+                    f"{base.get('layout')!r}, not a layout (a layout preset names itself in its `layout` key)"
+                )
+            values = {**root, **base, **method}
         missing = sorted(known - set(values))
         if missing:
             raise ValueError(f"method keys {missing} are set nowhere: add them to {presets / ROOT_PRESET}.yaml")

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from bindense.metrics import main_metric
-from bindense.tasks import task_names
+from bindense.tasks import metric_directions, task_names
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ def default_monitor(cfg: DictConfig) -> tuple[str, str]:
 
 def resolve_monitor(cfg: DictConfig) -> None:
     """Fill ``optimized_metric: null`` with the main metric of the data's first task, and ``optimized_mode:
-    null`` with the direction of the monitored key: ``min`` for a loss, else its task's main-metric direction
-    (the only other keys a run logs for monitoring are that metric and its running best)."""
+    null`` with the direction of the monitored key: ``min`` for a loss, else the direction its task registers for
+    that metric (``val/depth/rmse_pooled_best`` -> ``min``)."""
     if "optimized_metric" not in cfg:
         return
     key, mode = default_monitor(cfg)
@@ -133,7 +133,9 @@ def resolve_monitor(cfg: DictConfig) -> None:
             parts = str(cfg.optimized_metric).split("/")
             if parts[-1].endswith("loss"):
                 mode = "min"
-            elif len(parts) == 3 and parts[1] in (*task_names(), "mtl"):
-                mode = main_metric(parts[1])[1]
+            elif len(parts) == 3 and parts[1] in task_names():
+                mode = metric_directions().get(parts[2].removesuffix("_best"), main_metric(parts[1])[1])
+            elif len(parts) == 3 and parts[1] == "mtl":
+                mode = main_metric("mtl")[1]
         if cfg.get("optimized_mode") is None:
             cfg.optimized_mode = mode
