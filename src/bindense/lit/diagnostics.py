@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from bindense.analysis.entropy import EntropyRecorder, activation_binarizers
 from bindense.binary import DAB, RSign
+from bindense.binary.quantizers import dab_statistics
 
 
 def binary_weight_units(net: nn.Module) -> dict[str, nn.Module]:
@@ -151,8 +152,8 @@ class BNNDiagnostics(Callback):
         with torch.no_grad():
             x = inputs[0].detach()
             dims = tuple(range(1, x.dim() - 1)) if module.channels_last else tuple(range(2, x.dim()))
-            threshold = module.k * x.mean(dims, keepdim=True) + module.b
-            scale = torch.exp(module.a * ((x - threshold).abs().mean(dims, keepdim=True) - 1))
+            _, mean_x, _, scale = dab_statistics(x, module.a, module.k, module.b, dims)
+            threshold = module.k * mean_x + module.b
             self._dab["bnn/threshold/dab"].append(threshold.flatten())
             self._dab["bnn/scale/dab"].append(scale.flatten())
 
