@@ -11,7 +11,6 @@ import yaml
 from torch import nn
 
 from bindense.distill import (
-    TeacherCheckpointError,
     attention_transfer,
     load_teacher,
     logit_kd,
@@ -22,6 +21,7 @@ from bindense.lit.distill import Distiller, attach_distiller
 from bindense.lit.losses import SegCrossEntropy
 from bindense.models import build_model
 from bindense.models.multitask import build_multitask_model
+from bindense.utils.checkpoint import CheckpointError
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 
@@ -132,24 +132,24 @@ def test_load_teacher_from_run_dir_config(tmp_path):
 
 
 def test_teacher_errors(tmp_path):
-    with pytest.raises(TeacherCheckpointError, match="teacher_ckpt"):
+    with pytest.raises(CheckpointError, match="teacher_ckpt"):
         load_teacher(None)
-    with pytest.raises(TeacherCheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         load_teacher(tmp_path / "nope.ckpt")
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(TeacherCheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cannot read"):
         load_teacher(junk)
     no_cfg = write_run(tmp_path / "nocfg", model_cfg(), store_config=False)
-    with pytest.raises(TeacherCheckpointError, match="no run config"):
+    with pytest.raises(CheckpointError, match="no run config"):
         load_teacher(no_cfg)
     # the weights come from a wider model than the stored config builds
     wide = build_from(model_cfg(dims=[16, 32, 64, 128]))
     mismatched = write_run(tmp_path / "mismatch", model_cfg(), net=wide)
-    with pytest.raises(TeacherCheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match"):
         load_teacher(mismatched)
     binary = write_run(tmp_path / "binary", model_cfg("bidense"))
-    with pytest.raises(TeacherCheckpointError, match="full precision"):
+    with pytest.raises(CheckpointError, match="full precision"):
         load_teacher(binary)
     teacher, _ = load_teacher(binary, require_full_precision=False)
     assert not teacher.training

@@ -36,7 +36,6 @@ HUMAN_PARTS_6 = {
     **dict.fromkeys(["luleg", "ruleg"], 5),
     **dict.fromkeys(["llleg", "rlleg", "lfoot", "rfoot"], 6),
 }
-PART_NAMES = ["background", "head", "torso", "upper arm", "lower arm", "upper leg", "lower leg"]
 
 LAYOUT = """\
 PASCAL_MT/                                  <- data.root
