@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from bindense.data.synthetic import LAYOUT_ALIASES, LAYOUTS, canonical_layout, write_synthetic
+from bindense.data.formats import ALIASES, FORMATS
+from bindense.data.synthetic import write_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layout", default="nyud_mt", choices=sorted([*LAYOUTS, *LAYOUT_ALIASES]))
+    p.add_argument("--layout", default="nyud_mt", choices=sorted([*FORMATS, *ALIASES]))
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=400, help="training scenes")
     p.add_argument("--num-val", type=int, default=None, help="validation scenes (default: num // 4)")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     num_val = args.num_val if args.num_val is not None else max(1, args.num // 4)
     t0 = time.time()
-    out = write_synthetic(args.out, canonical_layout(args.layout), args.num, num_val, args.seed,
+    out = write_synthetic(args.out, args.layout, args.num, num_val, args.seed,
                           args.height, args.width, args.workers)  # fmt: skip
     print(f"wrote {args.num} + {num_val} synthetic scenes ({args.layout}) to {out} in {time.time() - t0:.1f} s")
     return 0

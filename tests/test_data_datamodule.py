@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bindense.analysis.benchmark import measure_throughput
 from bindense.data import DenseDataModule, write_synthetic
-from bindense.data.synthetic import NUM_CLASSES
+from bindense.data.scene import NUM_CLASSES
 from bindense.utils.compose import compose_config
 
 REPO = Path(__file__).resolve().parents[1]

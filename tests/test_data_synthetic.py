@@ -12,7 +12,8 @@ import pytest
 
 from bindense.data import NYUDMTDataset, ensure_synthetic, generate_sample, write_synthetic
 from bindense.data.prepare_nyud import normals_from_depth
-from bindense.data.synthetic import CLASS_NAMES, FLOOR, MARKER, NUM_CLASSES, SALIENT_MIN_CLASS
+from bindense.data.scene import CLASS_NAMES, FLOOR, NUM_CLASSES, SALIENT_MIN_CLASS
+from bindense.data.synthetic import MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 80
