@@ -3,8 +3,9 @@
 A format (``data.layout`` in ``conf/data/*.yaml``) is a directory layout of a public dataset. Its
 :class:`Format` names the :class:`~bindense.data.base.DenseDataset` subclass that reads it and the two
 functions that write synthetic scenes into it (one sample, then the split / index files); both live in the
-reader's module. :class:`~bindense.data.datamodule.DenseDataModule`, :func:`~bindense.data.synthetic.write_synthetic`
-and ``scripts/make_synthetic.py`` ask this registry and nothing else. docs/FORMATS.md says how to add one.
+reader's module. The formats of this package are registered at the end of this module; a format defined
+elsewhere (a plugin, a test) is one :func:`register_format` call. The datamodule, the synthetic writer and
+``scripts/make_synthetic.py`` ask this registry and nothing else. docs/FORMATS.md says how to add a format.
 """
 
 from __future__ import annotations
@@ -45,35 +46,18 @@ class Format:
     parts: bool = False
 
 
-FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format("ade20k", ade20k.ADE20KDataset, ade20k.write_synthetic_sample, ade20k.write_synthetic_index, 150),
-        Format("voc", voc.VOCSegDataset, voc.write_synthetic_sample, voc.write_synthetic_index, 21, voc.VOC_CLASSES),
-        Format("bts", bts.BTSDepthDataset, bts.write_nyu_sample, bts.write_nyu_index),
-        Format("bts_nyu", bts.NYUDepthDataset, bts.write_nyu_sample, bts.write_nyu_index),
-        Format("bts_kitti", bts.KITTIDepthDataset, bts.write_kitti_sample, bts.write_kitti_index),
-        Format(
-            "nyud_mt",
-            nyud_mt.NYUDMTDataset,
-            nyud_mt.write_synthetic_sample,
-            nyud_mt.write_synthetic_index,
-            40,
-            nyud_mt.NYUD40_CLASSES,
-        ),
-        Format(
-            "pascal_context_mt",
-            pascal_context_mt.PascalContextMTDataset,
-            pascal_context_mt.write_synthetic_sample,
-            pascal_context_mt.write_synthetic_index,
-            21,
-            voc.VOC_CLASSES,
-            parts=True,
-        ),
-    )
-}
 #: short names accepted wherever a format name is
 ALIASES = {"nyu": "bts_nyu", "kitti": "bts_kitti", "pascal": "pascal_context_mt"}
+#: every format by name (fill it with :func:`register_format`)
+FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt: Format) -> Format:
+    """Add ``fmt`` to :data:`FORMATS`; ``ValueError`` when its name is taken. Returns ``fmt``."""
+    if fmt.name in FORMATS or fmt.name in ALIASES:
+        raise ValueError(f"data layout {fmt.name!r} is already registered")
+    FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def get_format(name: str) -> Format:
@@ -82,3 +66,30 @@ def get_format(name: str) -> Format:
     if fmt is None:
         raise ValueError(f"unknown data layout {name!r}; choose from {sorted(FORMATS)} (aliases {ALIASES})")
     return fmt
+
+
+for _format in (
+    Format("ade20k", ade20k.ADE20KDataset, ade20k.write_synthetic_sample, ade20k.write_synthetic_index, 150),
+    Format("voc", voc.VOCSegDataset, voc.write_synthetic_sample, voc.write_synthetic_index, 21, voc.VOC_CLASSES),
+    Format("bts", bts.BTSDepthDataset, bts.write_nyu_sample, bts.write_nyu_index),
+    Format("bts_nyu", bts.NYUDepthDataset, bts.write_nyu_sample, bts.write_nyu_index),
+    Format("bts_kitti", bts.KITTIDepthDataset, bts.write_kitti_sample, bts.write_kitti_index),
+    Format(
+        "nyud_mt",
+        nyud_mt.NYUDMTDataset,
+        nyud_mt.write_synthetic_sample,
+        nyud_mt.write_synthetic_index,
+        40,
+        nyud_mt.NYUD40_CLASSES,
+    ),
+    Format(
+        "pascal_context_mt",
+        pascal_context_mt.PascalContextMTDataset,
+        pascal_context_mt.write_synthetic_sample,
+        pascal_context_mt.write_synthetic_index,
+        21,
+        voc.VOC_CLASSES,
+        parts=True,
+    ),
+):
+    register_format(_format)
