@@ -6,8 +6,8 @@ Usage:
   python scripts/make_synthetic.py --layout bts --out /tmp/nyu_depth_v2 --num 40      # BTS, NYUv2 style
   python scripts/make_synthetic.py --layout kitti --out /tmp/kitti_dataset --num 40   # BTS, KITTI style
 
-Layouts: nyud_mt, ade20k, voc, bts (= bts_nyu), kitti (= bts_kitti), pascal_context_mt. ``--num`` is the
-number of training scenes; ``--num-val`` defaults to a quarter of it. Then point a data config at it, e.g.
+Layouts: every format of ``bindense.data.formats.FORMATS`` and its short names (docs/FORMATS.md). ``--num`` is
+the number of training scenes; ``--num-val`` defaults to a quarter of it. Then point a data config at it, e.g.
 ``python train.py data=ade20k data.root=/tmp/ADEChallengeData2016``.
 """
 

@@ -52,8 +52,7 @@ class DenseDataModule(LightningDataModule):
     Args:
         name: config name (``synthetic``, ``ade20k``, ...).
         root: dataset directory (for synthetic data: the cache directory, generated on first use).
-        layout: on-disk format, a name of :data:`bindense.data.formats.FORMATS` (``ade20k``, ``voc``,
-            ``bts_nyu``, ``bts_kitti``, ``nyud_mt``, ``pascal_context_mt``; docs/FORMATS.md).
+        layout: on-disk format, a name in :data:`bindense.data.formats.FORMATS` (docs/FORMATS.md).
         tasks: task names returned per sample (subset of ``seg, depth, normals, edge, parts, sal``).
         num_classes: segmentation classes (None without ``seg``); num_parts: human-part classes or None.
         max_depth / min_depth / depth_crop: depth protocol (read by the model and metrics, not used here).
