@@ -213,7 +213,7 @@ def test_distiller_points_map_and_errors():
     ok = Distiller(teacher=teacher, feature_points=points, feature_map={"vib.stage4": "backbone.stage4"})
     terms = ok(x, feats, outs)
     assert set(ok.last_terms) == {"feature/vib.stage4", "feature/decoder.seg", "feature/decoder.depth"}
-    assert terms["loss/distill"].ndim == 0 and float(terms["loss/distill"]) > 0
+    assert terms["loss/distill"].ndim == 0 and float(terms["loss/distill"].detach()) > 0
     with pytest.raises(KeyError, match="matches no student feature"):
         Distiller(teacher=teacher, feature_points=["bogus.*"])(x, feats, outs)
     with pytest.raises(KeyError, match="teacher has no feature"):
@@ -225,7 +225,8 @@ def test_distiller_points_map_and_errors():
     assert torch.isfinite(at["loss/distill"])
     kd = Distiller(teacher=teacher, mode="logit", temperature=2.0)(x, None, outs)
     t_out = teacher(x)
-    assert float(kd["loss/distill"]) == pytest.approx(float(logit_kd(outs["seg"], t_out["seg"], 2.0)), rel=1e-5)
+    expected = float(logit_kd(outs["seg"], t_out["seg"], 2.0).detach())
+    assert float(kd["loss/distill"].detach()) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="mode"):
         Distiller(teacher=teacher, mode="bogus")
 
@@ -262,4 +263,4 @@ def test_single_task_dense_module_distills(tmp_path):
     attach_distiller(module=module, teacher_ckpt=str(path), feature_points=["backbone.*", "decoder"])
     _, terms, total = module.shared_step(batch(("seg",)), "train")
     assert "loss/distill" in terms
-    assert float(total) == pytest.approx(float(terms["seg"] + terms["loss/distill"]), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float((terms["seg"] + terms["loss/distill"]).detach()), rel=1e-5)

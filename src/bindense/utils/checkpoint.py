@@ -23,8 +23,8 @@ from torch import nn
 
 #: prefixes of the net's entries in a LightningModule's state_dict (DenseLitModule uses ``net.``)
 NET_PREFIXES = ("net.", "model.")
-#: checkpoint entries that may hold the run config (bindense.lit.pipeline.CONFIG_KEY first)
-CHECKPOINT_CONFIG_KEYS = ("bindense_config",)
+#: checkpoint entry holding the resolved config of the run that wrote it (written by bindense.lit.pipeline)
+CONFIG_KEY = "bindense_config"
 #: hyper-parameter entries that may hold the run config
 HPARAM_CONFIG_KEYS = ("cfg", "config", "run_config")
 
@@ -57,10 +57,9 @@ def read_checkpoint(path: str | os.PathLike, *, name: str = "checkpoint") -> tup
 
 def config_from_checkpoint(ckpt: Mapping[str, Any]) -> DictConfig | None:
     """The run config stored in the checkpoint itself (its own entry or the hyper-parameters), if any."""
-    for key in CHECKPOINT_CONFIG_KEYS:
-        node = plain(ckpt.get(key))
-        if isinstance(node, Mapping) and "model" in node:
-            return OmegaConf.create(dict(node))
+    node = plain(ckpt.get(CONFIG_KEY))
+    if isinstance(node, Mapping) and "model" in node:
+        return OmegaConf.create(dict(node))
     hp = plain(ckpt.get("hyper_parameters")) or {}
     for key in HPARAM_CONFIG_KEYS:
         node = plain(hp.get(key))
@@ -106,7 +105,7 @@ def find_run_config(
     tried = [str(config_path)] if config_path else [str(p) for p in run_config_paths(ckpt_path)]
     raise CheckpointError(
         f"no run config with a 'model' node found for {name} {str(ckpt_path)!r}; looked in the checkpoint "
-        f"({', '.join(CHECKPOINT_CONFIG_KEYS)}, hyper-parameters) and {tried}. {hint}"
+        f"({CONFIG_KEY}, hyper-parameters) and {tried}. {hint}"
     )
 
 
