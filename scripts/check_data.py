@@ -11,19 +11,14 @@ lists every bad file, and exits with 1 when there is one. ``data.verify=none`` i
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+import hydra
+from rich.console import Console
+from rich.table import Table
 
-import hydra  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from bindense.data.errors import DataError  # noqa: E402
-from bindense.utils.compose import compose_config  # noqa: E402
+from bindense.data.errors import DataError
+from bindense.utils.compose import compose_config
 
 
 def check(overrides: list[str]) -> int:

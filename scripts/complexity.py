@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bindense.analysis.complexity import summarize
+from bindense.utils.compose import compose_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SIZE_KEYS = ("crop_size", "input_size", "image_size", "img_size", "size")
 DEFAULT_SIZE = (480, 480)
 
@@ -49,8 +48,7 @@ def data_input_size(cfg: DictConfig) -> tuple[int, int] | None:
 def main(argv: list[str]) -> None:
     own = [a for a in argv if a.startswith("complexity.")]
     overrides = [a for a in argv if not a.startswith("complexity.")]
-    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides, hydra_node=False)
     cli = OmegaConf.from_dotlist([a.removeprefix("complexity.") for a in own])
     section = cfg.get("complexity") or {}
     if isinstance(section, DictConfig):

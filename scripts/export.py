@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,15 +54,12 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 def model_from_overrides(overrides: Sequence[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from bindense.export.checkpoint import resolve_config
+    from bindense.utils.checkpoint import resolve_config
+    from bindense.utils.compose import compose_config
 
-    os.environ.setdefault("PROJECT_ROOT", str(REPO))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    config = resolve_config(cfg)
+    config = resolve_config(compose_config("train", overrides, hydra_node=False))
     return instantiate(config["model"], _convert_="all"), config
 
 
@@ -74,7 +70,8 @@ def _input_for(config: dict[str, Any]) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from bindense.export import export_packed, load_checkpoint_model, load_packed
+    from bindense.export import export_packed, load_packed
+    from bindense.utils.checkpoint import load_checkpoint_model
 
     options, overrides = parse(sys.argv[1:] if argv is None else argv)
     torch.manual_seed(int(options.get("seed", 0)))

@@ -6,8 +6,8 @@ Usage:
   python scripts/make_synthetic.py --layout bts --out /tmp/nyu_depth_v2 --num 40      # BTS, NYUv2 style
   python scripts/make_synthetic.py --layout kitti --out /tmp/kitti_dataset --num 40   # BTS, KITTI style
 
-Layouts: nyud_mt, ade20k, voc, bts (= bts_nyu), kitti (= bts_kitti), pascal_context_mt. ``--num`` is the
-number of training scenes; ``--num-val`` defaults to a quarter of it. Then point a data config at it, e.g.
+Layouts: every format of ``bindense.data.formats.FORMATS`` and its short names (docs/FORMATS.md). ``--num`` is
+the number of training scenes; ``--num-val`` defaults to a quarter of it. Then point a data config at it, e.g.
 ``python train.py data=ade20k data.root=/tmp/ADEChallengeData2016``.
 """
 
@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from bindense.data.synthetic import LAYOUT_ALIASES, LAYOUTS, canonical_layout, write_synthetic
+from bindense.data.formats import ALIASES, FORMATS
+from bindense.data.synthetic import write_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layout", default="nyud_mt", choices=sorted([*LAYOUTS, *LAYOUT_ALIASES]))
+    p.add_argument("--layout", default="nyud_mt", choices=sorted([*FORMATS, *ALIASES]))
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=400, help="training scenes")
     p.add_argument("--num-val", type=int, default=None, help="validation scenes (default: num // 4)")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     num_val = args.num_val if args.num_val is not None else max(1, args.num // 4)
     t0 = time.time()
-    out = write_synthetic(args.out, canonical_layout(args.layout), args.num, num_val, args.seed,
+    out = write_synthetic(args.out, args.layout, args.num, num_val, args.seed,
                           args.height, args.width, args.workers)  # fmt: skip
     print(f"wrote {args.num} + {num_val} synthetic scenes ({args.layout}) to {out} in {time.time() - t0:.1f} s")
     return 0

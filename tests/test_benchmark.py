@@ -1,8 +1,8 @@
-"""Smoke tests of scripts/benchmark.py on tiny models (functions and outputs; timings are never asserted)."""
+"""Smoke tests of bindense.analysis.benchmark (scripts/benchmark.py) on tiny models (functions and outputs;
+timings are never asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,19 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from bindense.analysis import benchmark as bench
 from bindense.binary import BinaryConv2d
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
 
 
 class Tiny(nn.Module):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +9,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from bindense.analysis.benchmark import measure_throughput
 from bindense.data import DenseDataModule, write_synthetic
-from bindense.data.synthetic import NUM_CLASSES
+from bindense.data.scene import NUM_CLASSES
+from bindense.utils.compose import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "conf" / "data").glob("*.yaml"))
@@ -136,13 +136,9 @@ def test_invalid_arguments() -> None:
 
 
 def test_benchmark_data_measures_throughput(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("benchmark_data", REPO / "scripts" / "benchmark_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_data"] = mod
-    spec.loader.exec_module(mod)
     root = write_synthetic(tmp_path / "d", "nyud_mt", num_train=4, num_val=1, seed=0, height=32, width=32, workers=0)
     dm = DenseDataModule("synthetic", str(root), "nyud_mt", ["seg"], num_classes=NUM_CLASSES, batch_size=2)
-    out = mod.measure_throughput(dm, num_batches=3, workers=0)
+    out = measure_throughput(dm, num_batches=3, workers=0)
     assert out["num_batches"] == 3 and out["batch_size"] == 2 and out["samples_per_s"] > 0 and out["workers"] == 0
-    cfg = mod.load_data_config(["data=synthetic_depth", "data.batch_size=3"])
+    cfg = compose_config("train", ["data=synthetic_depth", "data.batch_size=3"], hydra_node=False)
     assert cfg.data.name == "synthetic_depth" and cfg.data.batch_size == 3

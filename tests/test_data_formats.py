@@ -6,18 +6,23 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from bindense.data import (
     ADE20KDataset,
+    DenseDataModule,
+    DenseDataset,
     KITTIDepthDataset,
     NYUDepthDataset,
     NYUDMTDataset,
     PascalContextMTDataset,
     VOCSegDataset,
+    formats,
 )
 from bindense.data.io import write_jpg, write_png
+from bindense.data.render import generate_sample
 from bindense.data.voc import voc_palette
 
 H, W = 6, 8
@@ -214,3 +219,55 @@ def test_pascal_context_mt_all_tasks(tmp_path: Path) -> None:
     assert s0["edge"][0, :, W // 2 - 1].eq(1).all() and s0["edge"].sum() == H
     ign = PascalContextMTDataset(root, "train", tasks=("parts",), parts_ignore_no_person=True)
     assert (ign[1]["parts"] == 255).all() and ign[0]["parts"].max() == 6
+
+
+# ------------------------------------------------------------------------------ the format registry
+class _ToyDepth(DenseDataset):
+    """A format defined inside this test only: ``<split>.txt`` lists stems of ``rgb/<stem>.png`` + ``d/<stem>.npy``."""
+
+    NAME = "toy"
+    SUPPORTED_TASKS = ("depth",)
+
+    def __init__(self, root, split="train", tasks=("depth",), transform=None, ignore_index=255) -> None:
+        super().__init__(root, tasks, transform, ignore_index)
+        self._check_root()
+        stems = self._read_split(self.root / f"{split}.txt")
+        self.records = [
+            {"name": s, "image": str(self.root / "rgb" / f"{s}.png"), "depth": str(self.root / "d" / f"{s}.npy")}
+            for s in stems
+        ]
+
+    def load_target(self, task, record, image_shape):
+        return np.load(record["depth"])
+
+
+def _toy_sample(out: Path, split: str, index: int, sample) -> str:
+    stem = f"{split}{index}"
+    write_png(out / "rgb" / f"{stem}.png", sample["image"])
+    (out / "d").mkdir(parents=True, exist_ok=True)
+    np.save(out / "d" / f"{stem}.npy", sample["depth"])
+    return stem
+
+
+def _toy_index(out: Path, entries) -> None:
+    for split, stems in entries.items():
+        (out / f"{split}.txt").write_text("\n".join(stems) + "\n")
+
+
+def test_a_format_registered_in_a_test_is_read_written_and_cached(tmp_path: Path, monkeypatch) -> None:
+    """Registering one Format is all it takes: the synthetic writer, the cache and the datamodule find it."""
+    monkeypatch.setattr(formats, "FORMATS", dict(formats.FORMATS))
+    formats.register_format(formats.Format("toy", _ToyDepth, _toy_sample, _toy_index))
+    with pytest.raises(ValueError, match="already registered"):
+        formats.register_format(formats.Format("toy", _ToyDepth, _toy_sample, _toy_index))
+    dm = DenseDataModule(
+        "toy", str(tmp_path / "toy"), "toy", ["depth"], batch_size=2, num_workers=0, verify="quick",
+        synthetic={"num_train": 3, "num_val": 1, "seed": 5, "height": 24, "width": 32, "workers": 0},
+    )  # fmt: skip
+    dm.setup("fit")
+    assert (tmp_path / "toy" / "train.txt").read_text().split() == ["train0", "train1", "train2"]
+    assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 1
+    depth = dm.datasets["val"][0]["depth"]
+    assert torch.equal(depth[0], torch.from_numpy(generate_sample(5, "val", 0, 24, 32)["depth"]))
+    with pytest.raises(ValueError, match="unknown data layout 'nope'"):
+        DenseDataModule("x", str(tmp_path), "nope", ["depth"])

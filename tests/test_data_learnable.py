@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bindense.data import DenseDataModule, write_synthetic
-from bindense.data.synthetic import NUM_CLASSES
+from bindense.data.scene import NUM_CLASSES
 
 
 def _block(i: int, o: int, s: int) -> nn.Module:

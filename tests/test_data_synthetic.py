@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from bindense.data import NYUDMTDataset, ensure_synthetic, generate_sample, write_synthetic
+from bindense.data.formats import FORMATS
 from bindense.data.prepare_nyud import normals_from_depth
-from bindense.data.synthetic import CLASS_NAMES, FLOOR, MARKER, NUM_CLASSES, SALIENT_MIN_CLASS
+from bindense.data.scene import CLASS_NAMES, FLOOR, NUM_CLASSES, SALIENT_MIN_CLASS
+from bindense.data.synthetic import MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 80
@@ -78,7 +80,7 @@ def test_normals_agree_with_depth(samples: list[dict]) -> None:
     assert np.median(cos) > np.cos(np.radians(5))
 
 
-@pytest.mark.parametrize("layout", ["nyud_mt", "ade20k", "voc", "bts_nyu", "bts_kitti", "pascal_context_mt"])
+@pytest.mark.parametrize("layout", sorted(FORMATS))
 def test_every_layout_is_written(layout: str, tmp_path: Path) -> None:
     out = write_synthetic(tmp_path / layout, layout, num_train=3, num_val=2, seed=0, height=24, width=32, workers=0)
     files = [p for p in out.rglob("*") if p.is_file()]

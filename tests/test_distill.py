@@ -11,7 +11,6 @@ import yaml
 from torch import nn
 
 from bindense.distill import (
-    TeacherCheckpointError,
     attention_transfer,
     load_teacher,
     logit_kd,
@@ -21,6 +20,7 @@ from bindense.lit.dense import DenseLitModule
 from bindense.lit.distill import Distiller, attach_distiller
 from bindense.lit.losses import SegCrossEntropy
 from bindense.models import build_model
+from bindense.utils.checkpoint import CheckpointError
 
 TINY = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], neck_channels=8, depth_hidden=8)
 
@@ -132,24 +132,24 @@ def test_load_teacher_from_run_dir_config(tmp_path):
 
 
 def test_teacher_errors(tmp_path):
-    with pytest.raises(TeacherCheckpointError, match="teacher_ckpt"):
+    with pytest.raises(CheckpointError, match="teacher_ckpt"):
         load_teacher(None)
-    with pytest.raises(TeacherCheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         load_teacher(tmp_path / "nope.ckpt")
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(TeacherCheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cannot read"):
         load_teacher(junk)
     no_cfg = write_run(tmp_path / "nocfg", model_cfg(), store_config=False)
-    with pytest.raises(TeacherCheckpointError, match="no run config"):
+    with pytest.raises(CheckpointError, match="no run config"):
         load_teacher(no_cfg)
     # the weights come from a wider model than the stored config builds
     wide = build_from(model_cfg(dims=[16, 32, 64, 128]))
     mismatched = write_run(tmp_path / "mismatch", model_cfg(), net=wide)
-    with pytest.raises(TeacherCheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match"):
         load_teacher(mismatched)
     binary = write_run(tmp_path / "binary", model_cfg("bidense"))
-    with pytest.raises(TeacherCheckpointError, match="full precision"):
+    with pytest.raises(CheckpointError, match="full precision"):
         load_teacher(binary)
     teacher, _ = load_teacher(binary, require_full_precision=False)
     assert not teacher.training
@@ -213,7 +213,7 @@ def test_distiller_points_map_and_errors():
     ok = Distiller(teacher=teacher, feature_points=points, feature_map={"vib.stage4": "backbone.stage4"})
     terms = ok(x, feats, outs)
     assert set(ok.last_terms) == {"feature/vib.stage4", "feature/decoder.seg", "feature/decoder.depth"}
-    assert terms["loss/distill"].ndim == 0 and float(terms["loss/distill"]) > 0
+    assert terms["loss/distill"].ndim == 0 and float(terms["loss/distill"].detach()) > 0
     with pytest.raises(KeyError, match="matches no student feature"):
         Distiller(teacher=teacher, feature_points=["bogus.*"])(x, feats, outs)
     with pytest.raises(KeyError, match="teacher has no feature"):
@@ -225,7 +225,8 @@ def test_distiller_points_map_and_errors():
     assert torch.isfinite(at["loss/distill"])
     kd = Distiller(teacher=teacher, mode="logit", temperature=2.0)(x, None, outs)
     t_out = teacher(x)
-    assert float(kd["loss/distill"]) == pytest.approx(float(logit_kd(outs["seg"], t_out["seg"], 2.0)), rel=1e-5)
+    expected = float(logit_kd(outs["seg"], t_out["seg"], 2.0).detach())
+    assert float(kd["loss/distill"].detach()) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="mode"):
         Distiller(teacher=teacher, mode="bogus")
 
@@ -262,4 +263,4 @@ def test_single_task_dense_module_distills(tmp_path):
     attach_distiller(module=module, teacher_ckpt=str(path), feature_points=["backbone.*", "decoder"])
     _, terms, total = module.shared_step(batch(("seg",)), "train")
     assert "loss/distill" in terms
-    assert float(total) == pytest.approx(float(terms["seg"] + terms["loss/distill"]), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float((terms["seg"] + terms["loss/distill"]).detach()), rel=1e-5)

@@ -21,7 +21,6 @@ from bindense.export import (
     decode_binary_weight,
     encode_binary_weight,
     export_packed,
-    load_checkpoint_model,
     load_packed,
     pack_signs,
     pack_words,
@@ -32,6 +31,7 @@ from bindense.export import (
 )
 from bindense.export.container import write_container
 from bindense.export.deploy import perturb_
+from bindense.utils.checkpoint import CheckpointError, load_checkpoint_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,8 +343,6 @@ def test_checkpoint_adapter(tmp_path: Path, config_in: str) -> None:
 
 
 def test_checkpoint_without_config_fails_clearly(tmp_path: Path, mixed: Mixed) -> None:
-    from bindense.export.checkpoint import CheckpointError
-
     ckpt = tmp_path / "lonely.ckpt"
     _fake_lightning_ckpt(mixed, ckpt, None)
     with pytest.raises(CheckpointError, match="no run config"):

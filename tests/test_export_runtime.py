@@ -223,7 +223,7 @@ def test_native_runtime_rejects_other_devices_and_kernels(tmp_path: Path) -> Non
 
 
 def _scenes(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from bindense.data.synthetic import generate_sample
+    from bindense.data.render import generate_sample
 
     samples = [generate_sample(0, split, i, 64, 80) for i in range(count)]
     images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float() / 255.0

@@ -141,3 +141,17 @@ def test_dpt_vit_variant():
     assert out["seg"].shape == (2, 4, 56, 56) and out["normals"].shape == (2, 3, 56, 56)
     assert {"vib.stage4", "decoder.seg", "cross_task.normals"} <= set(feats)
     (out["seg"].mean() + out["normals"].mean() + model.last_kl).backward()
+
+
+def test_configs_of_older_runs_still_build():
+    """A run stored before the one builder names ``build_multitask_model``: it builds the same per-task model."""
+    from bindense.utils.checkpoint import build_net
+
+    args = dict(decoder="upernet", backbone="convnext", width="nano", method="bnn", tasks=["seg", "depth"],
+                num_classes=3, max_depth=10.0)
+    torch.manual_seed(0)
+    old = build_net({"_target_": "bindense.models.multitask.build_multitask_model", **args})
+    torch.manual_seed(0)
+    new = build_model(**args, shared_decoder=False)
+    assert list(old.state_dict()) == list(new.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))

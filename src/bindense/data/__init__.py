@@ -13,7 +13,7 @@ Sample contract (only the selected tasks appear):
 from bindense.data.ade20k import ADE20KDataset
 from bindense.data.base import DenseDataset
 from bindense.data.bts import BTSDepthDataset, KITTIDepthDataset, NYUDepthDataset
-from bindense.data.datamodule import DATASETS, DenseDataModule
+from bindense.data.datamodule import DenseDataModule
 from bindense.data.errors import (
     CorruptFileError,
     DataError,
@@ -23,7 +23,9 @@ from bindense.data.errors import (
 )
 from bindense.data.nyud_mt import NYUDMTDataset
 from bindense.data.pascal_context_mt import PascalContextMTDataset
-from bindense.data.synthetic import ensure_synthetic, generate_sample, write_synthetic
+from bindense.data.formats import FORMATS, Format, get_format
+from bindense.data.render import generate_sample
+from bindense.data.synthetic import ensure_synthetic, write_synthetic
 from bindense.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DensePipeline
 from bindense.data.voc import VOCSegDataset
 
@@ -31,11 +33,12 @@ __all__ = [
     "ADE20KDataset",
     "BTSDepthDataset",
     "CorruptFileError",
-    "DATASETS",
     "DataError",
     "DatasetLayoutError",
     "DenseDataModule",
     "DenseDataset",
+    "FORMATS",
+    "Format",
     "DensePipeline",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -47,6 +50,7 @@ __all__ = [
     "ShapeMismatchError",
     "VOCSegDataset",
     "ensure_synthetic",
+    "get_format",
     "generate_sample",
     "write_synthetic",
 ]

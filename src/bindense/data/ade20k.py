@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bindense.data.base import DenseDataset, Record
-from bindense.data.io import apply_lut, label_lut, read_png_array
+from bindense.data.io import apply_lut, label_lut, read_png_array, write_jpg, write_png
+from bindense.data.scene import CLASS_NAMES
 
 LAYOUT = """\
 ADEChallengeData2016/                 <- data.root
@@ -81,3 +83,19 @@ class ADE20KDataset(DenseDataset):
     def load_target(self, task: str, record: Record, image_shape: tuple[int, ...]) -> np.ndarray:
         raw = read_png_array(record["seg"])
         return apply_lut(raw, self.lut, record["seg"], "ADE20K annotation")
+
+
+# --------------------------------------------------------------------------------- synthetic scenes in this format
+def write_synthetic_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene (:mod:`bindense.data.render`) as an ADE20K image + annotation; returns its stem."""
+    ade_split = "training" if split == "train" else "validation"
+    name = f"ADE_{'train' if split == 'train' else 'val'}_{index + 1:08d}"
+    write_jpg(out / "images" / ade_split / f"{name}.jpg", sample["image"])
+    write_png(out / "annotations" / ade_split / f"{name}.png", sample["seg"] + 1)  # 0 = other (ignored)
+    return name
+
+
+def write_synthetic_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """``objectInfo150.txt`` with the synthetic class names (ADE20K lists no split files)."""
+    rows = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{i + 1}\t0\t0\t0\t{n}" for i, n in enumerate(CLASS_NAMES)]
+    (out / "objectInfo150.txt").write_text("\n".join(rows) + "\n")

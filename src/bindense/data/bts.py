@@ -7,14 +7,15 @@ without ground truth) drops the line. Depth 0 = invalid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bindense.data.base import DenseDataset, Record
 from bindense.data.errors import CorruptFileError
-from bindense.data.io import read_png_array
+from bindense.data.io import read_png_array, write_jpg, write_png
 from bindense.data.voc import resolve_split
 
 NYU_LAYOUT = """\
@@ -140,3 +141,53 @@ class KITTIDepthDataset(BTSDepthDataset):
         kwargs.setdefault("depth_dir", "data_depth_annotated")
         kwargs.setdefault("depth_scale", 256.0)
         super().__init__(root, split, **kwargs)
+
+
+# --------------------------------------------------------------------------------- synthetic scenes in this format
+#: the BTS filenames files of each format: split -> file name
+NYU_FILES = {"train": "nyudepthv2_train_files_with_gt.txt", "val": "nyudepthv2_test_files_with_gt.txt"}
+KITTI_FILES = {"train": "eigen_train_files_with_gt.txt", "val": "eigen_test_files_with_gt.txt"}
+
+
+def write_nyu_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene as a BTS NYUv2 pair (depth PNG in mm); returns its filenames line."""
+    sub = "sync" if split == "train" else "official_splits/test"
+    scene = f"room_{index // 20:04d}"
+    write_jpg(out / sub / scene / f"rgb_{index:05d}.jpg", sample["image"])
+    depth = np.round(sample["depth"] * 1000).astype(np.uint16)
+    write_png(out / sub / scene / f"sync_depth_{index:05d}.png", depth)
+    prefix = "/" if split == "train" else ""  # the BTS train list has a leading slash, the test list none
+    return f"{prefix}{scene}/rgb_{index:05d}.jpg {prefix}{scene}/sync_depth_{index:05d}.png {sample['focal']:.4f}"
+
+
+def write_kitti_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene as a KITTI frame (PNG) with LiDAR-like sparse depth (PNG / 256); returns its
+    filenames line."""
+    drive = f"2011_09_26_drive_{index // 20 + (0 if split == 'train' else 500):04d}_sync"
+    rgb = f"2011_09_26/{drive}/image_02/data/{index:010d}.png"
+    dep = f"{drive}/proj_depth/groundtruth/image_02/{index:010d}.png"
+    write_png(out / rgb, sample["image"])  # KITTI raw frames are PNG
+    # LiDAR-like sparsity: no points in the upper rows, ~30 % of the pixels below
+    rng = np.random.default_rng(index)
+    depth = sample["depth"].copy()
+    h = depth.shape[0]
+    keep = rng.random(depth.shape) < 0.3
+    keep[: int(0.3 * h)] = False
+    depth[~keep] = 0.0
+    write_png(out / "data_depth_annotated" / dep, np.round(depth * 256).astype(np.uint16))
+    return f"{rgb} {dep} {sample['focal']:.4f}"
+
+
+def write_nyu_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """The two NYUv2 filenames files."""
+    for split, lines in entries.items():
+        (out / NYU_FILES[split]).write_text("\n".join(lines) + "\n")
+
+
+def write_kitti_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """The two Eigen filenames files; the test list also names a frame without ground truth, as the real one."""
+    for split, lines in entries.items():
+        rows = list(lines)
+        if split == "val":
+            rows.append("2011_09_26/2011_09_26_drive_9999_sync/image_02/data/0000000000.png None 721.5377")
+        (out / KITTI_FILES[split]).write_text("\n".join(rows) + "\n")

@@ -10,31 +10,18 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from bindense.data.ade20k import ADE20KDataset
 from bindense.data.base import DenseDataset
-from bindense.data.bts import BTSDepthDataset, KITTIDepthDataset, NYUDepthDataset
-from bindense.data.nyud_mt import NYUD40_CLASSES, NYUDMTDataset
-from bindense.data.pascal_context_mt import PascalContextMTDataset
-from bindense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
-from bindense.data.synthetic import NUM_CLASSES as SYNTHETIC_NUM_CLASSES
+from bindense.data.formats import Format, get_format
+from bindense.data.scene import CLASS_NAMES as SYNTHETIC_CLASSES
+from bindense.data.scene import NUM_CLASSES as SYNTHETIC_NUM_CLASSES
 from bindense.data.synthetic import ensure_synthetic
 from bindense.data.transforms import DensePipeline
 from bindense.data.verify import MODES as VERIFY_MODES
 from bindense.data.verify import verify_dataset
-from bindense.data.voc import VOC_CLASSES, VOCSegDataset
 from bindense.tasks import task_names
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, type[DenseDataset]] = {
-    "ade20k": ADE20KDataset,
-    "voc": VOCSegDataset,
-    "bts": BTSDepthDataset,
-    "bts_nyu": NYUDepthDataset,
-    "bts_kitti": KITTIDepthDataset,
-    "nyud_mt": NYUDMTDataset,
-    "pascal_context_mt": PascalContextMTDataset,
-}
 _STAGES = ("train", "val", "test")
 
 
@@ -66,8 +53,7 @@ class DenseDataModule(LightningDataModule):
     Args:
         name: config name (``synthetic``, ``ade20k``, ...).
         root: dataset directory (for synthetic data: the cache directory, generated on first use).
-        layout: on-disk format, one of :data:`DATASETS` (``ade20k``, ``voc``, ``bts_nyu``, ``bts_kitti``,
-            ``nyud_mt``, ``pascal_context_mt``).
+        layout: on-disk format, a name in :data:`bindense.data.formats.FORMATS` (docs/FORMATS.md).
         tasks: task names returned per sample (subset of ``seg, depth, normals, edge, parts, sal``).
         num_classes: segmentation classes (None without ``seg``); num_parts: human-part classes or None.
         max_depth / min_depth / depth_crop: depth protocol (read by the model and metrics, not used here).
@@ -117,8 +103,7 @@ class DenseDataModule(LightningDataModule):
         super().__init__()
         if verify not in VERIFY_MODES:
             raise ValueError(f"data.verify={verify!r}: expected one of {list(VERIFY_MODES)}")
-        if layout not in DATASETS:
-            raise ValueError(f"unknown data layout {layout!r}; choose from {sorted(DATASETS)}")
+        self.format: Format = get_format(layout)
         tasks = list(_plain(tasks))
         bad = [t for t in tasks if t not in task_names()]
         if bad or not tasks:
@@ -169,7 +154,7 @@ class DenseDataModule(LightningDataModule):
             return None
         if self.synthetic is not None:
             return list(SYNTHETIC_CLASSES)
-        known = {"voc": VOC_CLASSES, "pascal_context_mt": VOC_CLASSES, "nyud_mt": NYUD40_CLASSES}.get(self.layout)
+        known = self.format.class_names
         if known is not None and self.num_classes == len(known):
             return list(known)
         return None
@@ -185,14 +170,13 @@ class DenseDataModule(LightningDataModule):
         pipeline = DensePipeline(
             self.train_aug if stage == "train" else self.val_aug, train=augment, ignore_index=self.ignore_index
         )
-        cls = DATASETS[self.layout]
         kwargs: dict[str, Any] = dict(tasks=self.tasks, transform=pipeline, ignore_index=self.ignore_index)
-        if self.layout in ("ade20k", "voc", "nyud_mt", "pascal_context_mt"):
-            kwargs["num_classes"] = self.num_classes or {"ade20k": 150, "voc": 21, "nyud_mt": 40}.get(self.layout, 21)
-        if self.layout == "pascal_context_mt" and self.num_parts:
+        if self.format.num_classes is not None:
+            kwargs["num_classes"] = self.num_classes or self.format.num_classes
+        if self.format.parts and self.num_parts:
             kwargs["num_parts"] = self.num_parts
         kwargs.update(_for_stage(self.options, stage))
-        return cls(self.root, self.splits[stage], **kwargs)
+        return self.format.reader(self.root, self.splits[stage], **kwargs)
 
     def setup(self, stage: str | None = None) -> None:
         """Index the splits of ``stage`` (fails fast with the expected layout when data is missing)."""

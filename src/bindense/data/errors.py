@@ -6,8 +6,6 @@ handlers keep working, and :class:`DataError` so callers can catch every data pr
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 class DataError(Exception):
     """Base class of every error of the data layer."""
@@ -50,14 +48,3 @@ def layout_error(
     lines.append(hint.rstrip())
     return DatasetLayoutError("\n".join(lines))
 
-
-def check_dir(path: Path, dataset: str, what: str, layout: str, hint: str) -> None:
-    """Raise a :class:`DatasetLayoutError` unless ``path`` is an existing directory."""
-    if not path.is_dir():
-        raise layout_error(dataset, f"{what} '{path}' does not exist", layout, hint)
-
-
-def check_file(path: Path, dataset: str, what: str, layout: str, hint: str) -> None:
-    """Raise a :class:`DatasetLayoutError` unless ``path`` is an existing file."""
-    if not path.is_file():
-        raise layout_error(dataset, f"{what} '{path}' does not exist", layout, hint)

@@ -7,7 +7,7 @@ RGB images ``uint8 (H, W, 3)``, label maps integer ``(H, W)``, float maps ``floa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +158,11 @@ def write_jpg(path: PathLike, rgb: np.ndarray, quality: int = 92) -> None:
     """Write an RGB ``uint8`` image as JPEG, creating parent dirs."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(rgb)).save(path, quality=quality)
+
+
+def write_split_lists(directory: PathLike, entries: Mapping[str, Sequence[str]]) -> None:
+    """One ``<directory>/<split>.txt`` per split, a sample name per line (the split files of VOC-style layouts)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, names in entries.items():
+        (directory / f"{split}.txt").write_text("\n".join(names) + "\n")

@@ -7,14 +7,15 @@ re-normalised); edges ``.npy`` (H, W) binary. ``sal/`` is our extension (written
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bindense.data.base import DenseDataset, Record, normalize_normals
 from bindense.data.errors import ShapeMismatchError
-from bindense.data.io import apply_lut, label_lut, read_npy, read_png_array
+from bindense.data.io import apply_lut, label_lut, read_npy, read_png_array, write_jpg, write_png, write_split_lists
 from bindense.data.voc import resolve_split
 
 NYUD40_CLASSES = [
@@ -110,3 +111,22 @@ class NYUDMTDataset(DenseDataset):
             arr = np.where(np.isfinite(arr) & (arr > 0), arr, 0.0).astype(np.float32)
             return arr
         return (arr > 0.5).astype(np.float32)  # edge
+
+
+# --------------------------------------------------------------------------------- synthetic scenes in this format
+def write_synthetic_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene in the NYUD-MT layout (every task, compact dtypes); returns its stem."""
+    name = f"{split}_{index:05d}"
+    write_jpg(out / "images" / f"{name}.jpg", sample["image"])
+    write_png(out / "segmentation" / f"{name}.png", sample["seg"] + 1)  # 0 = unlabelled, 1..K = classes
+    # compact dtypes (the loader casts to float32): depth float32, normals float16, edges uint8
+    for key, dtype in (("depth", np.float32), ("normals", np.float16), ("edge", np.uint8)):
+        (out / key).mkdir(parents=True, exist_ok=True)
+        np.save(out / key / f"{name}.npy", sample[key].astype(dtype))
+    write_png(out / "sal" / f"{name}.png", sample["sal"] * 255)
+    return name
+
+
+def write_synthetic_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """``gt_sets/<split>.txt``."""
+    write_split_lists(out / "gt_sets", entries)

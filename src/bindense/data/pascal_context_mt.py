@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bindense.data.base import DenseDataset, Record, normalize_normals
 from bindense.data.errors import CorruptFileError, LabelRangeError, ShapeMismatchError
-from bindense.data.io import apply_lut, label_lut, read_mat, read_png_array, read_rgb
+from bindense.data.io import (
+    apply_lut,
+    label_lut,
+    read_mat,
+    read_png_array,
+    read_rgb,
+    write_jpg,
+    write_png,
+    write_split_lists,
+)
+from bindense.data.scene import CABINET, CLASS_NAMES
 from bindense.data.voc import VOC_CLASSES, resolve_split
 
 PERSON_CLASS = 15
@@ -36,7 +47,6 @@ HUMAN_PARTS_6 = {
     **dict.fromkeys(["luleg", "ruleg"], 5),
     **dict.fromkeys(["llleg", "rlleg", "lfoot", "rfoot"], 6),
 }
-PART_NAMES = ["background", "head", "torso", "upper arm", "lower arm", "upper leg", "lower leg"]
 
 LAYOUT = """\
 PASCAL_MT/                                  <- data.root
@@ -206,3 +216,68 @@ class PascalContextMTDataset(DenseDataset):
         if not has_person and self.parts_ignore_no_person:
             target[:] = self.ignore_index
         return target
+
+
+# --------------------------------------------------------------------------------- synthetic scenes in this format
+#: the parts a synthetic "person" (a cabinet) is cut into, top to bottom
+SYNTHETIC_PERSON_PARTS = ["head", "torso", "luarm", "llarm", "luleg", "llleg"]
+
+
+def _synthetic_objects(sample: Mapping[str, Any]) -> np.ndarray:
+    """The PASCAL-Part ``objects`` struct of a rendered scene: cabinets play the person (class 15), split into
+    six horizontal bands of parts; every other object is listed without parts."""
+    obj_dtype = [("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
+    part_dtype = [("part_name", "O"), ("mask", "O")]
+    objects = []
+    inst = sample["instance"]
+    for i in np.unique(inst[sample["sal"] > 0]):
+        mask = inst == i
+        cls = int(sample["seg"][mask][0])
+        parts = np.zeros((1, 0), dtype=part_dtype)
+        if cls == CABINET:
+            rows = np.flatnonzero(mask.any(axis=1))
+            bands = np.array_split(np.arange(rows.min(), rows.max() + 1), len(SYNTHETIC_PERSON_PARTS))
+            parts = np.zeros((1, len(bands)), dtype=part_dtype)
+            for j, (pname, band) in enumerate(zip(SYNTHETIC_PERSON_PARTS, bands)):
+                pm = np.zeros_like(mask)
+                pm[band] = mask[band]
+                parts[0, j] = (pname, pm.astype(np.uint8))
+        objects.append(("person" if cls == CABINET else CLASS_NAMES[cls], PERSON_CLASS if cls == CABINET else 100 + cls,
+                        mask.astype(np.uint8), parts))  # fmt: skip
+    objs = np.zeros((1, len(objects)), dtype=obj_dtype)
+    for j, o in enumerate(objects):
+        objs[0, j] = o
+    return objs
+
+
+def write_synthetic_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene in the PASCAL_MT layout (semseg, distilled saliency and normals, the
+    PASCAL-Context ``LabelMap``, PASCAL-Part persons); returns its stem."""
+    from scipy.io import savemat
+
+    name = f"{split}_{index:05d}"
+    write_jpg(out / "JPEGImages" / f"{name}.jpg", sample["image"])
+    write_png(out / "semseg" / "pascal-context" / f"{name}.png", sample["seg"])
+    write_png(out / "sal_distill" / f"{name}.png", sample["sal"] * 255)
+    nrm = np.clip((sample["normals"] + 1.0) / 2.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    write_png(out / "normals_distill" / f"{name}.png", nrm)
+    # PASCAL-Context LabelMap: synthetic class c -> context id c + 1
+    (out / "pascal-context" / "trainval").mkdir(parents=True, exist_ok=True)
+    label_map = {"LabelMap": (sample["seg"] + 1).astype(np.uint16)}
+    savemat(out / "pascal-context" / "trainval" / f"{name}.mat", label_map, do_compression=True)
+    anno = np.zeros((1, 1), dtype=[("imname", "O"), ("objects", "O")])
+    anno[0, 0] = (name, _synthetic_objects(sample))
+    (out / "human_parts").mkdir(parents=True, exist_ok=True)
+    savemat(out / "human_parts" / f"{name}.mat", {"anno": anno}, do_compression=True)
+    return name
+
+
+def write_synthetic_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """``ImageSets/Context/<split>.txt`` and the class lists of ``json/`` (context ids; the classes with normals)."""
+    write_split_lists(out / "ImageSets" / "Context", entries)
+    (out / "json").mkdir(parents=True, exist_ok=True)
+    ctx = {n: i + 1 for i, n in enumerate(CLASS_NAMES)}
+    ctx["tvmonitor"] = len(CLASS_NAMES) + 1
+    (out / "json" / "context_classes.json").write_text(json.dumps(ctx))
+    nyu_like = [n for n in CLASS_NAMES if n not in ("ball", "column")] + ["unknown"]  # classes with normals
+    (out / "json" / "nyu_classes.json").write_text(json.dumps(nyu_like))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bindense.data.base import DenseDataset, Record
-from bindense.data.io import apply_lut, label_lut, read_png_array
+from bindense.data.io import apply_lut, label_lut, read_png_array, write_jpg, write_png, write_split_lists
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -98,3 +99,19 @@ class VOCSegDataset(DenseDataset):
     def load_target(self, task: str, record: Record, image_shape: tuple[int, ...]) -> np.ndarray:
         raw = read_png_array(record["seg"])
         return apply_lut(raw, self.lut, record["seg"], "VOC segmentation")
+
+
+# --------------------------------------------------------------------------------- synthetic scenes in this format
+def write_synthetic_sample(out: Path, split: str, index: int, sample: Mapping[str, Any]) -> str:
+    """Write one rendered scene as a VOC JPEG + palette PNG (object borders void, as in VOC); returns its stem."""
+    name = f"{split}_{index:05d}"
+    write_jpg(out / "JPEGImages" / f"{name}.jpg", sample["image"])
+    seg = sample["seg"].copy()
+    seg[(sample["edge"] > 0) & (sample["sal"] > 0)] = 255  # VOC marks object borders as void
+    write_png(out / "SegmentationClass" / f"{name}.png", seg, palette=voc_palette())
+    return name
+
+
+def write_synthetic_index(out: Path, entries: Mapping[str, list[str]]) -> None:
+    """``ImageSets/Segmentation/<split>.txt``."""
+    write_split_lists(out / "ImageSets" / "Segmentation", entries)

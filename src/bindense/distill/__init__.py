@@ -11,11 +11,10 @@ from bindense.distill.losses import (
     logit_kd,
     normalized_mse,
 )
-from bindense.distill.teacher import TeacherCheckpointError, freeze, is_full_precision, load_teacher
+from bindense.distill.teacher import freeze, is_full_precision, load_teacher
 
 __all__ = [
     "FEATURE_LOSSES",
-    "TeacherCheckpointError",
     "attention_map",
     "attention_transfer",
     "feature_loss",

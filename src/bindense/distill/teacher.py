@@ -17,35 +17,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bindense.utils.checkpoint import (
-    CHECKPOINT_CONFIG_KEYS,
-    NET_PREFIXES,
     CheckpointError,
+    build_net,
     find_run_config,
     load_net_weights,
-    net_state_dict,
     read_checkpoint,
-    run_config_paths,
 )
-from bindense.utils.checkpoint import build_net as _build_net
 
-__all__ = [
-    "CHECKPOINT_CONFIG_KEYS",
-    "NET_PREFIXES",
-    "TeacherCheckpointError",
-    "build_net",
-    "freeze",
-    "is_full_precision",
-    "load_teacher",
-    "net_state_dict",
-    "run_config_paths",
-    "teacher_config",
-]
+__all__ = ["freeze", "is_full_precision", "load_teacher", "teacher_config"]
 
 _NAME = "teacher checkpoint (distill.teacher_ckpt)"
-
-
-class TeacherCheckpointError(CheckpointError):
-    """The teacher checkpoint is missing, carries no usable config, or does not match its model."""
 
 
 def teacher_config(ckpt_path: str | os.PathLike, ckpt: Mapping[str, Any], config_path: str | None = None) -> DictConfig:
@@ -54,16 +35,10 @@ def teacher_config(ckpt_path: str | os.PathLike, ckpt: Mapping[str, Any], config
         ckpt_path,
         ckpt,
         config_path,
-        error=TeacherCheckpointError,
         name=_NAME,
         hint="Keep the checkpoint inside its run directory (<run>/checkpoints/*.ckpt next to <run>/config.yaml) "
         "or set distill.teacher_config=<run>/config.yaml",
     )
-
-
-def build_net(model_cfg: DictConfig) -> nn.Module:
-    """Instantiate a ``model`` config node (``_target_`` + arguments) without loading any weights."""
-    return _build_net(model_cfg, error=TeacherCheckpointError)
 
 
 def freeze(net: nn.Module) -> nn.Module:
@@ -89,20 +64,20 @@ def load_teacher(
 ) -> tuple[nn.Module, DictConfig]:
     """(frozen teacher net in eval mode, its run config) from a bindense checkpoint.
 
-    Raises :class:`TeacherCheckpointError` when the path is unset or missing, the config cannot be found,
+    Raises :class:`CheckpointError` when the path is unset or missing, the config cannot be found,
     the weights do not match the model the config builds (missing / unexpected keys, shapes), or (with
     ``require_full_precision``) the teacher has binary units.
     """
     if not ckpt_path:
-        raise TeacherCheckpointError(
+        raise CheckpointError(
             "distillation needs a teacher: set distill.teacher_ckpt=<teacher run>/checkpoints/last.ckpt "
             "(train one first, e.g. experiment=bimtdp_synthetic_teacher)"
         )
-    path, ckpt = read_checkpoint(ckpt_path, error=TeacherCheckpointError, name=_NAME)
+    path, ckpt = read_checkpoint(ckpt_path, name=_NAME)
     cfg = teacher_config(path, ckpt, config_path)
-    net = load_net_weights(build_net(cfg.model), ckpt, path, error=TeacherCheckpointError, name=_NAME)
+    net = load_net_weights(build_net(cfg.model), ckpt, path, name=_NAME)
     if require_full_precision and not is_full_precision(net):
-        raise TeacherCheckpointError(
+        raise CheckpointError(
             f"teacher {str(path)!r} has binary units (method {cfg.get('method', {}).get('name', '?')}); the "
             "teacher must be full precision (or set distill.require_full_precision=false)"
         )

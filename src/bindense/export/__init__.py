@@ -1,7 +1,6 @@
 """Bit-packed binary checkpoints (``.bdn``), their loader and binary inference kernels (docs/DEPLOY.md)."""
 
 from bindense.export.bits import pack_signs, pack_words, popcount, unpack_signs
-from bindense.export.checkpoint import load_checkpoint_model
 from bindense.export.container import FORMAT_VERSION, MAGIC, PackedFormatError, read_container, read_header
 from bindense.export.kernels import PackedBinaryConv2d, dab_bits
 from bindense.export.packed import (
@@ -12,7 +11,6 @@ from bindense.export.packed import (
     decode_binary_weight,
     encode_binary_weight,
     export_packed,
-    file_summary,
     load_packed,
 )
 
@@ -29,8 +27,6 @@ __all__ = [
     "decode_binary_weight",
     "encode_binary_weight",
     "export_packed",
-    "file_summary",
-    "load_checkpoint_model",
     "load_packed",
     "pack_signs",
     "pack_words",

@@ -26,11 +26,6 @@ def unpack_signs(packed: Tensor, shape: tuple[int, ...] | list[int]) -> Tensor:
     return bits.reshape(-1)[:n].reshape(tuple(shape))
 
 
-def signs_to_pm1(positive: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """+1 where ``positive``, -1 elsewhere."""
-    return positive.to(dtype) * 2 - 1
-
-
 def word_dtype(width: int) -> torch.dtype:
     """The narrowest integer dtype holding ``width`` bits without touching its sign bit."""
     for dtype, bits in ((torch.uint8, 8), (torch.int16, 15), (torch.int32, 31), (torch.int64, 63)):

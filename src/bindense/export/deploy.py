@@ -308,8 +308,8 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
 
     from omegaconf import OmegaConf
 
-    from bindense.export.checkpoint import load_checkpoint_model
     from bindense.export.packed import build_model_from_config
+    from bindense.utils.checkpoint import load_checkpoint_model
 
     inputs = None
     if args.deploy_ckpt:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -375,8 +374,3 @@ def load_packed(
 def _dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
-
-def file_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """Size, counts and config of a ``.bdn`` file (verified)."""
-    header, _ = read_container(path)
-    return {"bytes": Path(path).stat().st_size, **header["summary"], "float_dtype": header["float_dtype"]}

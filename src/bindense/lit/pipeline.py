@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from bindense.lit.callbacks import PredictionPanels
+from bindense.utils.checkpoint import CONFIG_KEY
 from bindense.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from bindense.utils.run import (
     ConfigError,
@@ -43,8 +44,6 @@ from bindense.utils.wandb import finish_wandb, prepare_wandb, start_wandb
 
 log = logging.getLogger(__name__)
 
-#: checkpoint entry holding the resolved config of the run that wrote it
-CONFIG_KEY = "bindense_config"
 #: config groups that must match between a checkpoint and the config evaluating it
 MODEL_KEYS = ("model", "method")
 #: keys of those groups that only matter at initialisation

@@ -4,8 +4,9 @@ A bindense run writes ``<run>/checkpoints/*.ckpt`` whose ``state_dict`` holds th
 (``model.`` is accepted too) and whose ``bindense_config`` entry holds the resolved run config; the run directory
 also has ``config.yaml`` (resolved) and ``.hydra/config.yaml``. The config is looked up in that order: an
 explicit file, the checkpoint (``bindense_config``, then ``hyper_parameters`` entries with a ``model`` node), the
-run directory. Used by :mod:`bindense.distill.teacher` and :mod:`bindense.export.checkpoint`; both pass their own
-error class (a subclass of :class:`CheckpointError`) and a name for the checkpoint in messages.
+run directory. The config's ``model`` node is instantiated and the weights are loaded strictly. Every failure
+raises :class:`CheckpointError`; callers pass a ``name`` for the checkpoint in messages (e.g. the teacher of
+:mod:`bindense.distill.teacher`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 #: prefixes of the net's entries in a LightningModule's state_dict (DenseLitModule uses ``net.``)
 NET_PREFIXES = ("net.", "model.")
-#: checkpoint entries that may hold the run config (bindense.lit.pipeline.CONFIG_KEY first)
-CHECKPOINT_CONFIG_KEYS = ("bindense_config",)
+#: checkpoint entry holding the resolved config of the run that wrote it (written by bindense.lit.pipeline)
+CONFIG_KEY = "bindense_config"
 #: hyper-parameter entries that may hold the run config
 HPARAM_CONFIG_KEYS = ("cfg", "config", "run_config")
 
@@ -38,28 +40,26 @@ def plain(node: Any) -> Any:
     return node
 
 
-def read_checkpoint(
-    path: str | os.PathLike, *, error: type[CheckpointError] = CheckpointError, name: str = "checkpoint"
-) -> tuple[Path, Mapping[str, Any]]:
-    """``(expanded path, loaded checkpoint)``; ``error`` when the file is missing, unreadable or not Lightning's."""
+def read_checkpoint(path: str | os.PathLike, *, name: str = "checkpoint") -> tuple[Path, Mapping[str, Any]]:
+    """``(expanded path, loaded checkpoint)``; :class:`CheckpointError` when the file is missing, unreadable or
+    not Lightning's."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise error(f"{name} {str(path)!r} does not exist")
+        raise CheckpointError(f"{name} {str(path)!r} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise error(f"cannot read {name} {str(path)!r}: {err}") from err
+        raise CheckpointError(f"cannot read {name} {str(path)!r}: {err}") from err
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
-        raise error(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry)")
+        raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry)")
     return path, ckpt
 
 
 def config_from_checkpoint(ckpt: Mapping[str, Any]) -> DictConfig | None:
     """The run config stored in the checkpoint itself (its own entry or the hyper-parameters), if any."""
-    for key in CHECKPOINT_CONFIG_KEYS:
-        node = plain(ckpt.get(key))
-        if isinstance(node, Mapping) and "model" in node:
-            return OmegaConf.create(dict(node))
+    node = plain(ckpt.get(CONFIG_KEY))
+    if isinstance(node, Mapping) and "model" in node:
+        return OmegaConf.create(dict(node))
     hp = plain(ckpt.get("hyper_parameters")) or {}
     for key in HPARAM_CONFIG_KEYS:
         node = plain(hp.get(key))
@@ -83,7 +83,6 @@ def find_run_config(
     ckpt: Mapping[str, Any],
     config_path: str | os.PathLike | None = None,
     *,
-    error: type[CheckpointError] = CheckpointError,
     name: str = "checkpoint",
     hint: str = "pass config_path=<run>/config.yaml",
 ) -> DictConfig:
@@ -92,7 +91,7 @@ def find_run_config(
     if config_path:
         path = Path(config_path)
         if not path.is_file():
-            raise error(f"config file {str(path)!r} for {name} {str(ckpt_path)!r} does not exist")
+            raise CheckpointError(f"config file {str(path)!r} for {name} {str(ckpt_path)!r} does not exist")
         candidates = [path]
     else:
         stored = config_from_checkpoint(ckpt)
@@ -104,9 +103,9 @@ def find_run_config(
         if isinstance(cfg, DictConfig) and "model" in cfg:
             return cfg
     tried = [str(config_path)] if config_path else [str(p) for p in run_config_paths(ckpt_path)]
-    raise error(
+    raise CheckpointError(
         f"no run config with a 'model' node found for {name} {str(ckpt_path)!r}; looked in the checkpoint "
-        f"({', '.join(CHECKPOINT_CONFIG_KEYS)}, hyper-parameters) and {tried}. {hint}"
+        f"({CONFIG_KEY}, hyper-parameters) and {tried}. {hint}"
     )
 
 
@@ -119,15 +118,25 @@ def net_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return dict(state)
 
 
-def build_net(model_cfg: Any, *, error: type[CheckpointError] = CheckpointError) -> nn.Module:
+#: model targets of earlier versions, stored in older runs' configs -> (today's target, arguments it implied)
+LEGACY_MODEL_TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bindense.models.multitask.build_multitask_model": ("bindense.models.build_model", {"shared_decoder": False}),
+}
+
+
+def build_net(model_cfg: Any) -> nn.Module:
     """Instantiate a ``model`` config node (``_target_`` + arguments) without loading any weights; a
-    ``pretrained_ckpt`` argument is set to None (the checkpoint holds every weight)."""
+    ``pretrained_ckpt`` argument is set to None (the checkpoint holds every weight). Targets of earlier
+    versions (:data:`LEGACY_MODEL_TARGETS`) are mapped to today's builder."""
     import hydra
 
     node = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg
     node = dict(node) if isinstance(node, Mapping) else node
     if not isinstance(node, dict) or "_target_" not in node:
-        raise error(f"the model config has no _target_: {node}")
+        raise CheckpointError(f"the model config has no _target_: {node}")
+    if node["_target_"] in LEGACY_MODEL_TARGETS:
+        target, implied = LEGACY_MODEL_TARGETS[node["_target_"]]
+        node = {**node, **implied, "_target_": target}
     if "pretrained_ckpt" in node:
         node["pretrained_ckpt"] = None
     return hydra.utils.instantiate(node, _convert_="all")
@@ -138,11 +147,10 @@ def load_net_weights(
     ckpt: Mapping[str, Any],
     path: str | os.PathLike,
     *,
-    error: type[CheckpointError] = CheckpointError,
     name: str = "checkpoint",
 ) -> nn.Module:
-    """Load the checkpoint's net weights into ``net`` strictly; ``error`` listing missing / unexpected keys and
-    shape mismatches when they do not match. Returns ``net``."""
+    """Load the checkpoint's net weights into ``net`` strictly; :class:`CheckpointError` listing missing /
+    unexpected keys and shape mismatches when they do not match. Returns ``net``."""
     state = net_state_dict(ckpt["state_dict"])
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
@@ -157,10 +165,41 @@ def load_net_weights(
         def head(items: list[str]) -> str:
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 
-        raise error(
+        raise CheckpointError(
             f"{name} {str(path)!r} does not match the model its config builds ({type(net).__name__}): "
             f"missing {len(missing)} [{head(missing)}], unexpected {len(unexpected)} [{head(unexpected)}], "
             f"shape mismatches {len(shapes)} [{head(shapes)}]"
         )
     net.load_state_dict(state, strict=True)
     return net
+
+
+def resolve_config(cfg: Any) -> dict[str, Any]:
+    """A config as plain data with interpolations resolved, top-level node by node; a node that cannot resolve
+    outside a Hydra run (``${hydra:...}``) is kept unresolved, except ``model`` and ``method``, which must."""
+    conf = OmegaConf.create(plain(cfg))
+    raw = OmegaConf.to_container(conf, resolve=False)
+    out: dict[str, Any] = {}
+    for key in raw:
+        if key == "hydra":
+            continue
+        try:
+            value = conf[key]
+            out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except OmegaConfBaseException as err:
+            if key in ("model", "method"):
+                raise CheckpointError(f"the run config's {key!r} node does not resolve: {err}") from err
+            out[key] = raw[key]
+    return out
+
+
+def load_checkpoint_model(
+    ckpt_path: str | os.PathLike, config_path: str | os.PathLike | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``(net in eval mode, resolved run config)`` from a Lightning checkpoint of this project."""
+    from bindense.export.packed import build_model_from_config  # export builds on this module, not the reverse
+
+    path, ckpt = read_checkpoint(ckpt_path)
+    config = resolve_config(find_run_config(path, ckpt, config_path))
+    model = load_net_weights(build_model_from_config(config), ckpt, path)
+    return model.eval(), config
