@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from bindense.data.formats import ALIASES, FORMATS
+from bindense.data.formats import FORMATS
 from bindense.data.synthetic import write_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layout", default="nyud_mt", choices=sorted([*FORMATS, *ALIASES]))
+    p.add_argument("--layout", default="nyud_mt", choices=sorted([*FORMATS, *FORMATS.aliases]))
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=400, help="training scenes")
     p.add_argument("--num-val", type=int, default=None, help="validation scenes (default: num // 4)")

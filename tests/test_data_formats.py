@@ -254,20 +254,21 @@ def _toy_index(out: Path, entries) -> None:
         (out / f"{split}.txt").write_text("\n".join(stems) + "\n")
 
 
-def test_a_format_registered_in_a_test_is_read_written_and_cached(tmp_path: Path, monkeypatch) -> None:
+def test_a_format_registered_in_a_test_is_read_written_and_cached(tmp_path: Path) -> None:
     """Registering one Format is all it takes: the synthetic writer, the cache and the datamodule find it."""
-    monkeypatch.setattr(formats, "FORMATS", dict(formats.FORMATS))
-    formats.register_format(formats.Format("toy", _ToyDepth, _toy_sample, _toy_index))
-    with pytest.raises(ValueError, match="already registered"):
-        formats.register_format(formats.Format("toy", _ToyDepth, _toy_sample, _toy_index))
-    dm = DenseDataModule(
-        "toy", str(tmp_path / "toy"), "toy", ["depth"], batch_size=2, num_workers=0, verify="quick",
-        synthetic={"num_train": 3, "num_val": 1, "seed": 5, "height": 24, "width": 32, "workers": 0},
-    )  # fmt: skip
-    dm.setup("fit")
-    assert (tmp_path / "toy" / "train.txt").read_text().split() == ["train0", "train1", "train2"]
-    assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 1
-    depth = dm.datasets["val"][0]["depth"]
-    assert torch.equal(depth[0], torch.from_numpy(generate_sample(5, "val", 0, 24, 32)["depth"]))
-    with pytest.raises(ValueError, match="unknown data layout 'nope'"):
+    toy = formats.Format("toy", _ToyDepth, _toy_sample, _toy_index)
+    with formats.FORMATS.temporarily("toy", toy):
+        with pytest.raises(ValueError, match="already registered"):
+            formats.register_format(formats.Format("toy", _ToyDepth, _toy_sample, _toy_index))
+        dm = DenseDataModule(
+            "toy", str(tmp_path / "toy"), "toy", ["depth"], batch_size=2, num_workers=0, verify="quick",
+            synthetic={"num_train": 3, "num_val": 1, "seed": 5, "height": 24, "width": 32, "workers": 0},
+        )  # fmt: skip
+        dm.setup("fit")
+        assert (tmp_path / "toy" / "train.txt").read_text().split() == ["train0", "train1", "train2"]
+        assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 1
+        depth = dm.datasets["val"][0]["depth"]
+        assert torch.equal(depth[0], torch.from_numpy(generate_sample(5, "val", 0, 24, 32)["depth"]))
+    assert "toy" not in formats.FORMATS
+    with pytest.raises(ValueError, match=r"unknown data layout 'nope' \(data.layout\); registered: ade20k"):
         DenseDataModule("x", str(tmp_path), "nope", ["depth"])

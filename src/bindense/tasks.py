@@ -18,6 +18,8 @@ from typing import Any, Literal
 from torch import nn
 from torchmetrics import Metric
 
+from bindense.registry import Registry
+
 Kind = Literal["label", "probability", "regression"]
 Direction = Literal["max", "min"]
 KINDS: tuple[str, ...] = ("label", "probability", "regression")
@@ -125,25 +127,25 @@ def lazy(path: str, **defaults: Any) -> Callable[..., Any]:
     return build
 
 
-_REGISTRY: dict[str, Task] = {}
+#: every task by name (fill it with :func:`register_task`)
+TASKS: Registry[Task] = Registry("task", "data.tasks")
 
 
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Add ``task`` to the registry (``replace=True`` to redefine a name); returns it."""
-    if task.name in _REGISTRY and not replace:
+    if task.name in TASKS and not replace:
         raise ValueError(f"task {task.name!r} is already registered; pass replace=True to redefine it")
     others = metric_directions(exclude=task.name)
     for spec in task.metrics.values():
         clash = {k: v for k, v in spec.directions.items() if others.get(k, v) != v}
         if clash:
             raise ValueError(f"task {task.name!r}: metric directions {clash} contradict the registered tasks")
-    _REGISTRY[task.name] = task
-    return task
+    return TASKS.register(task.name, task, replace=True)
 
 
 def unregister_task(name: str) -> Task:
     """Remove a task from the registry; returns it."""
-    return _REGISTRY.pop(get_task(name).name)
+    return TASKS.unregister(name)
 
 
 @contextmanager
@@ -158,22 +160,19 @@ def registered(task: Task) -> Iterator[Task]:
 
 def get_task(name: str) -> Task:
     """The registered task ``name``; a clear error names the registered ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(_REGISTRY)}") from None
+    return TASKS.lookup(name)
 
 
 def task_names() -> tuple[str, ...]:
     """Names of the registered tasks, in registration order."""
-    return tuple(_REGISTRY)
+    return tuple(TASKS)
 
 
 def check_tasks(tasks: Any) -> list[str]:
     """``tasks`` as a list of distinct registered names (at least one), else a ValueError."""
     tasks = list(tasks)
     if not tasks or len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks must be distinct entries of {list(_REGISTRY)}, got {tasks}")
+        raise ValueError(f"tasks must be distinct entries of {list(TASKS)}, got {tasks}")
     for t in tasks:
         get_task(t)
     return tasks
@@ -182,7 +181,7 @@ def check_tasks(tasks: Any) -> list[str]:
 def metric_directions(exclude: str | None = None) -> dict[str, Direction]:
     """``{metric key: "max" | "min"}`` over every registered task's metrics (but task ``exclude``)."""
     out: dict[str, Direction] = {}
-    for task in _REGISTRY.values():
+    for task in TASKS.values():
         if task.name == exclude:
             continue
         for spec in task.metrics.values():

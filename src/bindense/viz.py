@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from bindense.data.voc import voc_palette
+from bindense.registry import Registry
 from bindense.tasks import get_task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,7 +96,7 @@ def colorize(
     """
     display = get_task(task).display
     if display not in COLORMAPS:
-        raise ValueError(f"task {task!r} asks for display {display!r}; known: {list(COLORMAPS)}")
+        raise ValueError(f"task {task!r} asks for an unregistered display: {COLORMAPS.error(display)}")
     return COLORMAPS[display](_numpy(x), ignore_index=ignore_index, max_depth=max_depth)
 
 
@@ -113,13 +114,12 @@ def _show_probability(a: np.ndarray, **_: object) -> np.ndarray:
 
 
 #: ``Task.display`` -> ``fn(map, ignore_index=..., max_depth=...)`` -> RGB uint8 (:mod:`bindense.tasks`)
-COLORMAPS = {
-    "labels": _show_labels,
-    "depth": lambda a, max_depth=None, **_: colorize_depth(a[0] if a.ndim == 3 else a, max_depth),
-    "normals": lambda a, **_: colorize_normals(a),
-    "probability": _show_probability,
-    "scalar": lambda a, **_: colorize_scalar(a[0] if a.ndim == 3 else a),
-}
+COLORMAPS: Registry[Callable[..., np.ndarray]] = Registry("colour map", "Task.display")
+COLORMAPS.register("labels", _show_labels)
+COLORMAPS.register("depth", lambda a, max_depth=None, **_: colorize_depth(a[0] if a.ndim == 3 else a, max_depth))
+COLORMAPS.register("normals", lambda a, **_: colorize_normals(a))
+COLORMAPS.register("probability", _show_probability)
+COLORMAPS.register("scalar", lambda a, **_: colorize_scalar(a[0] if a.ndim == 3 else a))
 
 
 def save_prediction_panel(

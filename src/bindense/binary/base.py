@@ -17,6 +17,8 @@ from typing import ClassVar, TypeVar
 
 from torch import Tensor, nn
 
+from bindense.registry import Registry
+
 
 def _param_shape(channels: int, channels_last: bool) -> tuple[int, ...]:
     return (1, 1, channels) if channels_last else (1, channels, 1, 1)
@@ -84,8 +86,8 @@ class WeightBinarizer(_SignZero):
 
 
 #: registered activation / weight binarizers by config name (filled by :func:`register_binarizer`)
-ACTIVATIONS: dict[str, type[Binarizer]] = {}
-WEIGHTS: dict[str, type[Binarizer]] = {}
+ACTIVATIONS: Registry[type[Binarizer]] = Registry("activation binarizer", "method.activation")
+WEIGHTS: Registry[type[Binarizer]] = Registry("weight binarizer", "method.weight")
 _REGISTRIES = {"activation": ACTIVATIONS, "weight": WEIGHTS}
 
 B = TypeVar("B", bound=type[Binarizer])
@@ -106,20 +108,11 @@ def register_binarizer(name: str, *kinds: str) -> Callable[[B], B]:
         if not found or any(kind not in BINARIZER_KINDS for kind in found):
             raise TypeError(f"{cls.__name__}: subclass ActivationBinarizer or WeightBinarizer, or pass the kinds")
         for kind in found:
-            if name in _REGISTRIES[kind]:
-                raise ValueError(f"{kind} binarizer {name!r} is already registered ({_REGISTRIES[kind][name]})")
-            _REGISTRIES[kind][name] = cls
+            _REGISTRIES[kind].register(name, cls)
         cls.name = name
         return cls
 
     return register
-
-
-def _lookup(kind: str, name: str) -> type[Binarizer]:
-    table = _REGISTRIES[kind]
-    if name not in table:
-        raise ValueError(f"unknown {kind} binarizer {name!r}; registered: {sorted(table)}")
-    return table[name]
 
 
 def make_activation(
@@ -127,13 +120,13 @@ def make_activation(
 ) -> Binarizer:
     """Activation binarizer by registered name (:data:`ACTIVATIONS`: ``fp32 | sign | bivit | rsign | adabin |
     bisr | dab`` and any registered since); ``groups`` is DAB's ``method.dab_groups``."""
-    return _lookup("activation", name)(channels, channels_last=channels_last, groups=groups)
+    return ACTIVATIONS.lookup(name)(channels, channels_last=channels_last, groups=groups)
 
 
 def make_weight(name: str, channel_dim: int = 0) -> Binarizer:
     """Weight binarizer by registered name (:data:`WEIGHTS`: ``fp32 | sign | scaled_sign | centered_sign |
     bivit_sign | adabin`` and any registered since)."""
-    return _lookup("weight", name)(channel_dim=channel_dim)
+    return WEIGHTS.lookup(name)(channel_dim=channel_dim)
 
 
 def set_sign_zero(model: nn.Module, mode: str) -> nn.Module:

@@ -17,6 +17,7 @@ from typing import Any
 
 from bindense.data import ade20k, bts, nyud_mt, pascal_context_mt, voc
 from bindense.data.base import DenseDataset
+from bindense.registry import Registry
 
 #: ``(root, split, index, rendered sample) -> entry``: writes one sample, returns its line of the split lists
 SampleWriter = Callable[[Path, str, int, Mapping[str, Any]], str]
@@ -46,26 +47,21 @@ class Format:
     parts: bool = False
 
 
-#: short names accepted wherever a format name is
-ALIASES = {"nyu": "bts_nyu", "kitti": "bts_kitti", "pascal": "pascal_context_mt"}
-#: every format by name (fill it with :func:`register_format`)
-FORMATS: dict[str, Format] = {}
+#: every format by name, with the short names accepted wherever a format name is (fill it with
+#: :func:`register_format`)
+FORMATS: Registry[Format] = Registry(
+    "data layout", "data.layout", aliases={"nyu": "bts_nyu", "kitti": "bts_kitti", "pascal": "pascal_context_mt"}
+)
 
 
 def register_format(fmt: Format) -> Format:
     """Add ``fmt`` to :data:`FORMATS`; ``ValueError`` when its name is taken. Returns ``fmt``."""
-    if fmt.name in FORMATS or fmt.name in ALIASES:
-        raise ValueError(f"data layout {fmt.name!r} is already registered")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return FORMATS.register(fmt.name, fmt)
 
 
 def get_format(name: str) -> Format:
-    """The format called ``name`` (or one of its :data:`ALIASES`); ``ValueError`` naming the choices otherwise."""
-    fmt = FORMATS.get(ALIASES.get(name, name))
-    if fmt is None:
-        raise ValueError(f"unknown data layout {name!r}; choose from {sorted(FORMATS)} (aliases {ALIASES})")
-    return fmt
+    """The format called ``name`` (or one of its aliases); ``ValueError`` naming the choices otherwise."""
+    return FORMATS.lookup(name)
 
 
 for _format in (

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bindense.models.spec import MethodSpec
+from bindense.registry import Registry
 from bindense.tasks import get_task
 
 
@@ -92,12 +93,13 @@ class DenseHead(nn.Module):
 
 HeadFactory = Callable[..., nn.Module]
 #: ``Task.head`` -> ``factory(spec, in_channels, out_channels, hidden, **head_options)``
-HEADS: dict[str, HeadFactory] = {
-    "logits": lambda spec, cin, cout, hidden: SegHead(spec, cin, cout),
-    "scaled_sigmoid": lambda spec, cin, cout, hidden, max_depth: DepthHead(spec, cin, float(max_depth), hidden, cout),
-    "normalized": lambda spec, cin, cout, hidden: DenseHead(spec, cin, cout, hidden, output="normalize"),
-    "linear": lambda spec, cin, cout, hidden: DenseHead(spec, cin, cout, hidden),
-}
+HEADS: Registry[HeadFactory] = Registry("head", "Task.head")
+HEADS.register("logits", lambda spec, cin, cout, hidden: SegHead(spec, cin, cout))
+HEADS.register(
+    "scaled_sigmoid", lambda spec, cin, cout, hidden, max_depth: DepthHead(spec, cin, float(max_depth), hidden, cout)
+)
+HEADS.register("normalized", lambda spec, cin, cout, hidden: DenseHead(spec, cin, cout, hidden, output="normalize"))
+HEADS.register("linear", lambda spec, cin, cout, hidden: DenseHead(spec, cin, cout, hidden))
 
 
 def make_head(task: str, spec: MethodSpec, in_channels: int, options: Mapping[str, Any], hidden: int = 32) -> nn.Module:
@@ -107,14 +109,14 @@ def make_head(task: str, spec: MethodSpec, in_channels: int, options: Mapping[st
     ``hidden`` is the width of the non-label heads.
     """
     out_channels, kwargs = head_inputs(task, options)
-    return HEADS[get_task(task).head](spec, in_channels, out_channels, hidden, **kwargs)
+    return HEADS.lookup(get_task(task).head)(spec, in_channels, out_channels, hidden, **kwargs)
 
 
 def head_inputs(task: str, options: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """(output channels, head options) of ``task`` from the data-config values; a clear error if one lacks."""
     t = get_task(task)
     if t.head not in HEADS:
-        raise ValueError(f"task {task!r} asks for head {t.head!r}; known heads: {list(HEADS)}")
+        raise ValueError(f"task {task!r} asks for an unregistered head: {HEADS.error(t.head)}")
     out_channels = t.out_channels(options)
     missing = [k for k in t.head_options if not options.get(k)]
     if missing:
