@@ -82,7 +82,10 @@ def test_every_native_unit_equals_the_unpacked_unit(tmp_path: Path, name: str) -
             hook.remove()
         for n, (x, want) in seen.items():
             got = units[n](x.contiguous())
+            want = want.clamp_min(0) if units[n].relu else want  # a ReLU after the unit, fused into it
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=n)
+    assert units["heads.seg.conv"].relu  # the seg head's ReLU is fused (and replaced by nn.Identity)
+    assert isinstance(packed.model.heads.seg.act, nn.Identity)
 
 
 def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatch) -> None:
@@ -99,15 +102,18 @@ def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatc
         packed = load_packed(_export(tmp_path, METHODS[name]), runtime="native")
         units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
         per_channel = name == "bidense"
-        assert all(m.float_path == (m.depthwise or per_channel) for m in units)
+        # depthwise: the native sign-depthwise kernel, except grouped DAB (its scale spans several planes)
+        assert all(m.sign_depthwise == (m.depthwise and name != "bidense_g64") for m in units)
+        assert all(m.float_path == ((m.depthwise and name == "bidense_g64") or (per_channel and not m.depthwise))
+                   for m in units)
         # one copy of the weights each: 1-bit bytes (depthwise), words (float path) or the kernel layout
         assert all((m.w_signs is not None) == m.depthwise for m in units)
         assert all((m.w_bits is not None) == (m.float_path and not m.depthwise) for m in units)
-        assert all((m.weights is not None) == (not m.float_path) for m in units)
+        assert all((m.weights is not None) == (not m.float_path and not m.depthwise) for m in units)
         calls["binary"] = 0
         with torch.no_grad():
             packed(x)
-        popcount_units = sum(not m.float_path for m in units)
+        popcount_units = sum(m.weights is not None for m in units)
         assert calls["binary"] >= popcount_units and (calls["binary"] == 0) == per_channel
 
 

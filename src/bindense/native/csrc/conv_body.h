@@ -75,6 +75,8 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
       } else {
         for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
       }
+      if (a.relu)
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
     }
   }
   delete[] rb;
@@ -125,4 +127,70 @@ void dw_rows_impl(const bdn::DwArgs& a, int64_t begin, int64_t end) {
     }
   }
   delete[] rb;
+}
+
+// Depthwise from float input (bdn::DwpArgs): one task = one (sample, channel) plane. The signs go into a zero-padded
+// int8 plane (0 on the padding: no border corrections); each output row sums s * w over the taps in int16 lanes
+// (|S| <= T <= kMaxTaps), one vector add or subtract per tap along the row at stride 1.
+void dwp_planes_impl(const bdn::DwpArgs& a, int64_t begin, int64_t end) {
+  const int64_t T = a.kh * a.kw, HW = a.H * a.W, Wo = a.Wo;
+  int8_t* sp = new int8_t[a.Hp * a.Wp];
+  int16_t* acc = new int16_t[Wo];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = task % a.C;
+    const float* xp = a.x + task * HW;
+    const float t = a.thr ? a.thr[task] : 0.f;
+    for (int64_t q = 0; q < a.Hp * a.Wp; ++q) sp[q] = 0;
+    double asum = 0.0;
+    for (int64_t y = 0; y < a.H; ++y) {
+      const float* xr = xp + y * a.W;
+      int8_t* sr = sp + (y + a.ph) * a.Wp + a.pw;
+      float part[16] = {};
+      int64_t x = 0;
+      for (; x + 16 <= a.W; x += 16)
+        for (int q = 0; q < 16; ++q) {
+          const float v = xr[x + q] - t;
+          sr[x + q] = v >= 0.f ? 1 : -1;
+          part[q] += v < 0.f ? -v : v;
+        }
+      for (; x < a.W; ++x) {
+        const float v = xr[x] - t;
+        sr[x] = v >= 0.f ? 1 : -1;
+        part[0] += v < 0.f ? -v : v;
+      }
+      for (int q = 0; q < 16; ++q) asum += part[q];
+    }
+    const float cs = a.dab_a ? __builtin_expf(a.dab_a[c] * (static_cast<float>(asum / HW) - 1.0f)) : 1.f;
+    if (a.ch_scale) a.ch_scale[task] = cs;
+    const float s = a.out_scale ? a.out_scale[c] : 1.f, b = a.out_bias ? a.out_bias[c] : 0.f;
+    const int8_t* wc = a.w + c * T;
+    for (int64_t i = 0; i < a.Ho; ++i) {
+      for (int64_t j = 0; j < Wo; ++j) acc[j] = 0;
+      for (int64_t dy = 0; dy < a.kh; ++dy)
+        for (int64_t dx = 0; dx < a.kw; ++dx) {
+          const int8_t* row = sp + (i * a.sh + dy) * a.Wp + dx;
+          if (a.sw == 1) {
+            if (wc[dy * a.kw + dx] > 0)
+              for (int64_t j = 0; j < Wo; ++j) acc[j] = static_cast<int16_t>(acc[j] + row[j]);
+            else
+              for (int64_t j = 0; j < Wo; ++j) acc[j] = static_cast<int16_t>(acc[j] - row[j]);
+          } else {
+            const int16_t wv = wc[dy * a.kw + dx];
+            for (int64_t j = 0; j < Wo; ++j) acc[j] = static_cast<int16_t>(acc[j] + wv * row[j * a.sw]);
+          }
+        }
+      const int64_t off = (task * a.Ho + i) * Wo;
+      float* yp = a.y + off;
+      if (a.residual) {
+        const float* rp = a.residual + off;
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = (cs * static_cast<float>(acc[j])) * s + b + rp[j];
+      } else {
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = (cs * static_cast<float>(acc[j])) * s + b;
+      }
+      if (a.relu)
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
+    }
+  }
+  delete[] acc;
+  delete[] sp;
 }
