@@ -63,6 +63,7 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     def check(unit: NativeBinaryConv2d):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             got = unit(inputs[0].contiguous())
+            output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
         return hook
@@ -99,7 +100,7 @@ def time_pair(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int, warmup: 
 def _unit_kind(unit: NativeBinaryConv2d) -> str:
     kh, kw = unit.kernel_size
     geometry = "depthwise " if unit.depthwise else ""
-    path = "float path" if unit.float_path else "popcount"
+    path = "float path" if unit.float_path else "native from float input" if unit.sign_depthwise else "popcount"
     return f"{geometry}{kh}x{kw}/{unit.stride[0]} {path}"
 
 

@@ -345,7 +345,9 @@ class NativeBinaryConv2d(nn.Module):
             shortcut = (
                 x if (ho, wo) == tuple(x.shape[-2:]) else F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
             )
-            terms.append(cfb(shortcut, self.out_channels))
+            tiled = inp.offset is None and self.mid_scale is None and self.out_channels % shortcut.shape[1] == 0
+            # CFB's r tiled copies of x: the kernel reads the shortcut tiled (native path only)
+            terms.append(shortcut if tiled and inp.bits is not None else cfb(shortcut, self.out_channels))
         if inp.offset is not None:
             ones = x.new_ones(1, 1, *x.shape[-2:])
             terms.append(F.conv2d(ones, self.tap_sums, None, self.stride, self.padding) * inp.offset.detach())

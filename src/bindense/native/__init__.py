@@ -144,7 +144,7 @@ def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False) -> tor
         return None
     epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name, out)
     w = spec.w_bits
-    if spec.groups == spec.in_channels == spec.out_channels > 1:
+    if spec.groups == spec.in_channels == spec.out_channels > 1:  # (a residual has O channels: O == C)
         words = w.words() if isinstance(w, PreparedWeights) else w
         y = ext.depthwise_conv2d(spec.x_bits, words, spec.in_channels, *spec.kernel_size, *spec.stride,
                                  *spec.padding, spec.channel_group_size or 0, *epi)
@@ -178,7 +178,8 @@ def binary_conv2d(
 ) -> torch.Tensor:
     """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo] (written into ``out`` if given).
 
-    ``y = out_scale[o] * S + out_bias[o] + residual``, ``S`` = sum over the taps inside the image and the input
+    ``y = out_scale[o] * S + out_bias[o] + residual``; a residual with O/r channels is tiled r times over the
+    outputs (CFB's repeat, without materialising it). ``S`` = sum over the taps inside the image and the input
     channels of o's group of sign_x * sign_w (an exact integer); with ``channel_group_size=g`` and
     ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
     channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.

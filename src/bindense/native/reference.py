@@ -66,8 +66,8 @@ def epilogue(s: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
         s = s * spec.out_scale[None, :, None, None]
     if spec.out_bias is not None:
         s = s + spec.out_bias[None, :, None, None]
-    if spec.residual is not None:
-        s = s + spec.residual
+    if spec.residual is not None:  # fewer channels: tiled over the outputs
+        s = s + spec.residual.repeat(1, s.shape[1] // spec.residual.shape[1], 1, 1)
     return s
 
 

@@ -303,6 +303,8 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
   const float* res = opt_ptr(residual, "residual");
+  if (res) TORCH_CHECK(residual->dim() == 4 && O % residual->size(1) == 0, "bindense.native: residual channels must "
+                       "divide the output channels (tiled)");
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   const int64_t XS = G * s.D * s.Kd;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
@@ -349,7 +351,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   ConvArgs a{xdst, wwords, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
-             ph, pw, relu ? 1 : 0};
+             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O};
   dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
   return y;
 }

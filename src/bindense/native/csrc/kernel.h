@@ -21,11 +21,12 @@ struct ConvArgs {
   const float* seg_scale;   // [N][G][D] or null (DAB group scales)
   const float* out_scale;   // [O] or null
   const float* out_bias;    // [O] or null
-  const float* residual;    // [N][O][Ho][Wo] or null
+  const float* residual;    // [N][Cr][Ho][Wo] or null (tiled over the output channels)
   float* y;                 // [N][O][Ho][Wo]
   int64_t N, G, O, Og, Ogp, D, Kd, XS, Xplane;  // XS: words per padded pixel; Xplane: offset of plane 1
   int64_t H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw;
   int64_t relu;             // 1: the epilogue clamps at 0 (a ReLU after the unit, fused)
+  int64_t res_channels;     // residual channels Cr (O % Cr == 0): output channel o adds residual channel o % Cr
 };
 
 // Depthwise conv (groups == C == O) on int8 signs: xs [N][Hp][Wp][Cp] (+1/-1; 0 on the padding and in the
