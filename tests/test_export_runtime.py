@@ -102,10 +102,9 @@ def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatc
         packed = load_packed(_export(tmp_path, METHODS[name]), runtime="native")
         units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
         per_channel = name == "bidense"
-        # depthwise: the native sign-depthwise kernel, except grouped DAB (its scale spans several planes)
-        assert all(m.sign_depthwise == (m.depthwise and name != "bidense_g64") for m in units)
-        assert all(m.float_path == ((m.depthwise and name == "bidense_g64") or (per_channel and not m.depthwise))
-                   for m in units)
+        # depthwise: the native sign-depthwise kernel (from the float input)
+        assert all(m.sign_depthwise == m.depthwise for m in units)
+        assert all(m.float_path == (per_channel and not m.depthwise) for m in units)
         # one copy of the weights each: 1-bit bytes (depthwise), words (float path) or the kernel layout
         assert all((m.w_signs is not None) == m.depthwise for m in units)
         assert all((m.w_bits is not None) == (m.float_path and not m.depthwise) for m in units)

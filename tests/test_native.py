@@ -325,6 +325,10 @@ def test_sign_depthwise_matches_float_conv(isa, case):
     torch.testing.assert_close(scale, alpha, rtol=1e-6, atol=0)
     want = (base * alpha[:, :, None, None] * os_[None, :, None, None] + ob[None, :, None, None] + res).clamp_min(0)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    given = rand(n, c, seed=18).abs()  # a given scale per plane (grouped DAB)
+    y, scale = native.sign_depthwise_conv2d(x, signs, (kh, kw), s, p, threshold=thr, channel_scale=given)
+    assert torch.equal(scale, given)
+    torch.testing.assert_close(y, base * given[:, :, None, None], rtol=1e-5, atol=1e-5)
 
 
 def test_sign_depthwise_random_shapes_all_isas_agree():

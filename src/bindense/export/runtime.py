@@ -221,13 +221,12 @@ class NativeBinaryConv2d(nn.Module):
     def sign_depthwise(self) -> bool:
         """Whether the unit runs :func:`bindense.native.sign_depthwise_conv2d` (depthwise, from the float input).
 
-        Its activation must be a threshold sign: ``sign`` (0), RSign (``-bias``) or per-channel DAB (``k mean(x)
-        + b``, whose scale per (sample, channel) factors out of a depthwise conv), mapping 0 to +1; one weight
-        level per channel (no AdaBin offset). Other depthwise units take the float path.
+        Its activation must be a threshold sign: ``sign`` (0), RSign (``-bias``) or DAB (``k mean(x) + b``; its
+        scale per (sample, channel) or group factors out of a depthwise conv), mapping 0 to +1; one weight level
+        per channel (no AdaBin offset). Other depthwise units take the float path.
         """
         act = self.activation.binarizer
-        dab_ok = not isinstance(act, DAB) or act.group_size is None
-        return (self.depthwise and type(act) in (SignActivation, RSign, DAB) and dab_ok
+        return (self.depthwise and type(act) in (SignActivation, RSign, DAB)
                 and getattr(act, "sign_zero", "plus") == "plus" and not self.weight_offset and native.available())
 
     @property
@@ -315,16 +314,21 @@ class NativeBinaryConv2d(nn.Module):
     def _sign_depthwise(self, x: Tensor) -> Tensor:
         """Depthwise unit in one native pass per plane: signs, DAB's statistic, 7x7 sums, epilogue."""
         act = self.activation.binarizer
-        threshold, dab_a = None, None
+        threshold, dab_a, channel_scale = None, None, None
         if isinstance(act, RSign):
             threshold = act.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
-        elif isinstance(act, DAB):
+        elif isinstance(act, DAB) and act.group_size is None:
             threshold, dab_a = dab_threshold(act, x), act.a.detach()
+        elif isinstance(act, DAB):  # grouped: the statistic spans several planes, taken by the packing pass first
+            threshold = dab_threshold(act, x)
+            _, abs_sums = native.pack_activations_stats(x, threshold)
+            per_group = dab_group_alpha(act, abs_sums / (x.shape[2] * x.shape[3]))
+            channel_scale = per_group.repeat_interleave(act.group_size, dim=1)[:, : self.in_channels]
         signs = unpack_signs(self.w_signs, list(self.weight_shape)).to(torch.int8).mul_(2).sub_(1)
         y, _ = native.sign_depthwise_conv2d(
             x, signs, self.kernel_size, self.stride, self.padding, threshold=threshold, dab_a=dab_a,
             out_scale=self.out_scale, out_bias=self.out_bias, residual=self._residual(x, BinaryInput()),
-            relu=self.relu,
+            relu=self.relu, channel_scale=channel_scale,
         )
         return y
 

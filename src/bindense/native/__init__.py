@@ -230,12 +230,14 @@ def sign_depthwise_conv2d(
     out_bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     relu: bool = False,
+    channel_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depthwise binary conv (groups == C == O) straight from float32 activations [N, C, H, W]: ``(y, scale)``.
 
     ``S[n, c] = sum over the taps inside the image of sign(x - threshold[n, c]) * w[c, tap]`` (sign(0) = +1, an
     exact integer), ``scale[n, c] = exp(dab_a[c] * (mean|x - threshold| - 1))`` over the plane with ``dab_a``
-    (per-channel DAB, whose scale factors out of a depthwise conv exactly), else 1, and
+    (per-channel DAB, whose scale factors out of a depthwise conv exactly), or the given ``channel_scale`` [N, C]
+    (grouped DAB, whose statistic spans several planes), else 1, and
     ``y = (scale * S) * out_scale[c] + out_bias[c] + residual`` (clamped at 0 with ``relu``). ``w_signs``: int8
     +1/-1 [C, 1, kh, kw] (or bool, True = +1); ``threshold``: [C] or [N, C]. One pass over ``x`` builds the signs
     and the statistic of a plane, then the taps accumulate in int16 along its rows.
@@ -256,17 +258,23 @@ def sign_depthwise_conv2d(
         raise ValueError(f"bindense.native.sign_depthwise_conv2d: threshold must be float32 [{c}] or [{n}, {c}], "
                          f"got {threshold.dtype} {list(threshold.shape)}")
     thr = threshold.expand(n, c).contiguous() if threshold is not None else None
+    if channel_scale is not None and (dab_a is not None or tuple(channel_scale.shape) != (n, c)):
+        raise ValueError(f"bindense.native.sign_depthwise_conv2d: channel_scale must be [{n}, {c}] and excludes "
+                         f"dab_a, got {list(channel_scale.shape)}")
+    cs_in = channel_scale.detach().float().contiguous() if channel_scale is not None else None
     vec = [None if v is None else v.detach().float().reshape(-1).contiguous() for v in (dab_a, out_scale, out_bias)]
     for name, v in zip(("dab_a", "out_scale", "out_bias"), vec):
         if v is not None and v.numel() != c:
             raise ValueError(f"bindense.native.sign_depthwise_conv2d: {name} must have {c} elements, got {v.numel()}")
     ext = build.extension()
     if ext is None or isa() == "torch" or x.device.type != "cpu":
-        return reference.sign_depthwise_conv2d(x, w_signs, (kh, kw), stride, padding, thr, *vec, residual, relu)
+        return reference.sign_depthwise_conv2d(x, w_signs, (kh, kw), stride, padding, thr, *vec, residual, relu,
+                                               cs_in)
     if residual is not None:
         residual = residual.float().contiguous()
+    a, os_, ob = vec
     return tuple(ext.sign_depthwise_conv2d(x.contiguous(), w_signs.contiguous(), kh, kw, *stride, *padding, thr,
-                                           *vec, residual, relu, isa()))
+                                           a, cs_in, os_, ob, residual, relu, isa()))
 
 
 def binary_conv_transpose2d(

@@ -93,7 +93,8 @@ def binary_conv_transpose2d(spec: ConvSpec) -> torch.Tensor:
 def sign_depthwise_conv2d(x: torch.Tensor, w_signs: torch.Tensor, kernel_size: tuple[int, int],
                           stride: tuple[int, int], padding: tuple[int, int], threshold: torch.Tensor | None,
                           dab_a: torch.Tensor | None, out_scale: torch.Tensor | None, out_bias: torch.Tensor | None,
-                          residual: torch.Tensor | None, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          residual: torch.Tensor | None, relu: bool,
+                          channel_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The oracle of :func:`bindense.native.sign_depthwise_conv2d`: float conv of the +-1 signs, then the scales."""
     n, c = x.shape[:2]
     s = x - threshold.view(n, c, 1, 1) if threshold is not None else x
@@ -101,6 +102,7 @@ def sign_depthwise_conv2d(x: torch.Tensor, w_signs: torch.Tensor, kernel_size: t
     w = w_signs.float().view(c, 1, *kernel_size)
     y = torch.nn.functional.conv2d(signs, w, None, stride, padding, 1, c)
     scale = torch.exp(dab_a * (s.abs().mean(dim=(2, 3)) - 1.0)) if dab_a is not None else x.new_ones(n, c)
+    scale = channel_scale if channel_scale is not None else scale
     y = y * scale.view(n, c, 1, 1)
     if out_scale is not None:
         y = y * out_scale.view(1, c, 1, 1)

@@ -377,6 +377,7 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
                                               int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                                               const c10::optional<at::Tensor>& thr,
                                               const c10::optional<at::Tensor>& dab_a,
+                                              const c10::optional<at::Tensor>& scale_in,
                                               const c10::optional<at::Tensor>& out_scale,
                                               const c10::optional<at::Tensor>& out_bias,
                                               const c10::optional<at::Tensor>& residual, bool relu,
@@ -392,13 +393,15 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
   if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
   const float* ap = opt_ptr(dab_a, "dab_a");
   if (ap) TORCH_CHECK(dab_a->numel() == C, "bindense.native: dab_a must be [C]");
+  const float* sip = opt_ptr(scale_in, "channel_scale");
+  if (sip) TORCH_CHECK(scale_in->numel() == N * C, "bindense.native: channel_scale must be [N, C]");
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
   TORCH_CHECK(Ho > 0 && Wo > 0, "bindense.native: the kernel does not fit the padded input");
   const float* res = opt_ptr(residual, "residual");
   if (res) TORCH_CHECK(residual->numel() == N * C * Ho * Wo, "bindense.native: residual must be [N, C, Ho, Wo]");
   auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
   auto cs = at::empty({N, C}, at::kFloat);
-  DwpArgs a{x.data_ptr<float>(), tp, ap, w.data_ptr<int8_t>(), opt_ptr(out_scale, "out_scale"),
+  DwpArgs a{x.data_ptr<float>(), tp, ap, sip, w.data_ptr<int8_t>(), opt_ptr(out_scale, "out_scale"),
             opt_ptr(out_bias, "out_bias"), res, y.data_ptr<float>(), cs.data_ptr<float>(),
             N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0};
   dynamic_parallel(N * C, [&](int64_t b, int64_t e) { isa.dwp_planes(a, b, e); });

@@ -183,7 +183,8 @@ void dwp_planes_impl(const bdn::DwpArgs& a, int64_t begin, int64_t end) {
       }
       for (int q = 0; q < 16; ++q) asum += part[q];
     }
-    const float cs = a.dab_a ? __builtin_expf(a.dab_a[c] * (static_cast<float>(asum / HW) - 1.0f)) : 1.f;
+    const float cs = a.scale_in ? a.scale_in[task]
+                     : a.dab_a ? __builtin_expf(a.dab_a[c] * (static_cast<float>(asum / HW) - 1.0f)) : 1.f;
     if (a.ch_scale) a.ch_scale[task] = cs;
     const float s = a.out_scale ? a.out_scale[c] : 1.f, b = a.out_bias ? a.out_bias[c] : 0.f;
     const int8_t* wc = a.w + c * T;

@@ -50,6 +50,7 @@ struct DwpArgs {
   const float* x;           // [N][C][H][W]
   const float* thr;         // [N * C] or null (0)
   const float* dab_a;       // [C] or null
+  const float* scale_in;    // [N * C] or null: a given scale per plane (grouped DAB), instead of dab_a's
   const int8_t* w;          // [C][T], +1 / -1
   const float* out_scale;   // [C] or null
   const float* out_bias;    // [C] or null
