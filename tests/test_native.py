@@ -385,3 +385,17 @@ def test_conv_residual_tiled_over_outputs(isa, case):
     with pytest.raises(ValueError, match="residual must have shape"):
         native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
                              residual=rand(n, o + 1, *base.shape[2:]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 70, 4, 33), (1, 1, 1, 1)])
+def test_dab_dense_matches_dab_formula(isa, shape):
+    """Per-channel DAB's output alpha * sign(x - threshold) (sign(0) = +1) and alpha, on every path."""
+    n, c = shape[:2]
+    x, thr, a = rand(*shape, seed=21), rand(n, c, seed=22), rand(c, seed=23)
+    x[0, 0, 0, 0] = thr[0, 0]  # s == 0 exactly: +alpha
+    y, alpha = native.dab_dense(x, thr, a)
+    s = x - thr[:, :, None, None]
+    want_alpha = torch.exp(a * (s.abs().mean(dim=(2, 3)) - 1.0))
+    torch.testing.assert_close(alpha, want_alpha, rtol=1e-6, atol=0)
+    assert torch.equal(y, sgn(s) * alpha[:, :, None, None])
+    assert y[0, 0, 0, 0] == alpha[0, 0]

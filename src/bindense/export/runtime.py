@@ -284,8 +284,13 @@ class NativeBinaryConv2d(nn.Module):
         x = x.contiguous()
         if self.sign_depthwise:
             return self._sign_depthwise(x)
-        if self.float_path:
-            inp = BinaryInput(dense=self.activation.dense(x))  # AdaBin's offset is inside the dense activation
+        if self.float_path:  # AdaBin's offset is inside the dense activation
+            act = self.activation.binarizer
+            if type(act) is DAB and act.group_size is None and act.sign_zero == "plus" and native.available():
+                dense = native.dab_dense(x, dab_threshold(act, x), act.a)[0]  # 2 passes instead of DAB's 5
+            else:
+                dense = self.activation.dense(x)
+            inp = BinaryInput(dense=dense)
         else:
             inp = self.activation(x, self.mid_scale is not None)
         residual = self._residual(x, inp)

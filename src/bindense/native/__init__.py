@@ -218,6 +218,23 @@ def pack_activations_stats(x: torch.Tensor, threshold: torch.Tensor | None = Non
     return bits, rows.sum(dim=1)
 
 
+def dab_dense(x: torch.Tensor, threshold: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel DAB's output from float32 [N, C, H, W]: ``(alpha * sign(x - threshold), alpha)`` with
+    ``alpha = exp(a[c] * (mean|x - threshold| - 1))`` [N, C] and sign(0) = +1; ``threshold`` [N, C] (DAB's
+    ``k mean(x) + b``), ``a`` [C]. Two passes per (sample, channel) plane, the second from cache."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.dab_dense: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    thr, a = threshold.detach().float().reshape(n, c).contiguous(), a.detach().float().reshape(c).contiguous()
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        s = x - thr.view(n, c, 1, 1)
+        alpha = torch.exp(a * (s.abs().mean(dim=(2, 3)) - 1.0))
+        return torch.where(s >= 0, 1.0, -1.0) * alpha.view(n, c, 1, 1), alpha
+    return tuple(ext.dab_dense(x.contiguous(), thr, a))
+
+
 def sign_depthwise_conv2d(
     x: torch.Tensor,
     w_signs: torch.Tensor,

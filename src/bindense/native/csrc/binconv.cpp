@@ -408,6 +408,40 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
   return {y, cs};
 }
 
+// Per-channel DAB's output alpha * sign(x - thr) (sign(0) = +1), float32 [N, C, H, W], and alpha = exp(a[c]
+// (mean|x - thr| - 1)) [N, C]: per plane, one pass for the statistic, one (from cache) for the output.
+std::vector<at::Tensor> dab_dense(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& a) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const float* tp = opt_ptr(thr, "threshold");
+  const float* ap = opt_ptr(a, "dab_a");
+  TORCH_CHECK(thr.numel() == N * C && a.numel() == C, "bindense.native: threshold must be [N, C] and a [C]");
+  auto y = at::empty_like(x);
+  auto alpha = at::empty({N, C}, at::kFloat);
+  const float* xp0 = x.data_ptr<float>();
+  float* yp0 = y.data_ptr<float>();
+  float* al = alpha.data_ptr<float>();
+  dynamic_parallel(N * C, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const float* xp = xp0 + task * HW;
+      float* yp = yp0 + task * HW;
+      const float t = tp[task];
+      float part[16] = {};
+      int64_t q = 0;
+      for (; q + 16 <= HW; q += 16)
+        for (int j = 0; j < 16; ++j) part[j] += std::fabs(xp[q + j] - t);
+      for (; q < HW; ++q) part[0] += std::fabs(xp[q] - t);
+      double asum = 0.0;
+      for (int j = 0; j < 16; ++j) asum += part[j];
+      const float m = std::exp(ap[task % C] * (static_cast<float>(asum / HW) - 1.0f));
+      al[task] = m;
+      for (q = 0; q < HW; ++q) yp[q] = xp[q] - t >= 0.f ? m : -m;
+    }
+  });
+  return {y, alpha};
+}
+
 // Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
 // also sum |x - threshold| per (sample, row, channel): float32 [N, H, C] (DAB's statistic, in the same pass).
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
@@ -465,5 +499,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
   m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per row");
+  m.def("dab_dense", &bdn::dab_dense, "per-channel DAB output alpha * sign(x - threshold) and alpha");
   m.def("sign_depthwise_conv2d", &bdn::sign_depthwise_conv2d, "depthwise conv of sign(x - threshold), float input");
 }
