@@ -297,8 +297,10 @@ class NativeBinaryConv2d(nn.Module):
             inp = self.activation(x, self.mid_scale is not None)
         residual = self._residual(x, inp)
         if inp.bits is None:  # exact float conv of the binarized input with the unpacked +-1 weights
-            y = F.conv2d(inp.dense, self.pm1_weight(), None, self.stride, self.padding, 1, self.groups)
-            y = torch.addcmul(self.out_bias.view(-1, 1, 1), y, self.out_scale.view(-1, 1, 1))
+            # out_scale folded into the +-1 weights (each product rounds once, as scale * S did) and out_bias
+            # as the conv's bias: the conv writes the epilogue's result, no extra pass
+            w = self.pm1_weight().mul_(self.out_scale.view(-1, 1, 1, 1))
+            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups)
             y = y if residual is None else y.add_(residual)
             return y.clamp_min_(0) if self.relu else y
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
