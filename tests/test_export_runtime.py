@@ -270,3 +270,24 @@ def test_unpack_words_equals_the_native_oracle(shape: tuple[int, ...]) -> None:
     w = torch.randn(shape)
     words = native.pack_weights(w)
     assert torch.equal(unpack_words(words, shape[1]), native.unpack_weights(words, shape[1]))
+
+
+def test_time_pair_reports_wall_and_cpu_medians() -> None:
+    """The deploy benchmark's timing keys (values are not asserted: no timings in tests)."""
+    from bindense.export.deploy import time_pair
+
+    calls = {"a": 0, "b": 0}
+
+    class Count(nn.Module):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls[self.key] += 1
+            return x
+
+    out = time_pair(Count("a"), Count("b"), torch.zeros(1), runs=3, warmup=1)
+    assert calls == {"a": 4, "b": 4}  # interleaved, warm-up included
+    assert {"packed_ms", "fp32_twin_ms", "speedup_vs_fp32_twin", "packed_cpu_ms", "fp32_twin_cpu_ms",
+            "speedup_cpu"} <= set(out)
