@@ -100,7 +100,8 @@ def time_pair(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int, warmup: 
     packed_s, twin_s = statistics.median(times["packed"]), statistics.median(times["twin"])
     packed_c, twin_c = statistics.median(cpu["packed"]), statistics.median(cpu["twin"])
     return {"packed_ms": packed_s * 1e3, "fp32_twin_ms": twin_s * 1e3, "speedup_vs_fp32_twin": twin_s / packed_s,
-            "packed_cpu_ms": packed_c * 1e3, "fp32_twin_cpu_ms": twin_c * 1e3, "speedup_cpu": twin_c / packed_c}
+            "packed_cpu_ms": packed_c * 1e3, "fp32_twin_cpu_ms": twin_c * 1e3,
+            "speedup_cpu": twin_c / max(packed_c, 1e-9)}
 
 
 def _unit_kind(unit: NativeBinaryConv2d) -> str:
