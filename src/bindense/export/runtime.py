@@ -266,14 +266,19 @@ class NativeBinaryConv2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def pm1_weight(self) -> Tensor:
-        """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
+    def pm1_weight(self, scale: Tensor | None = None) -> Tensor:
+        """The +-1 float weight (times ``scale[o]`` if given), unpacked from the packed storage at each call (weights
+        stay packed), written once into standard strides: the permuted view of a 1x1 weight counts as contiguous
+        but its strides send torch's conv down a channels-last path (3x slower for 1x1 384->96 at 120x120)."""
         if self.w_signs is not None:
-            return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
-        words = self.w_bits if self.weights is None else self.weights.words()
-        # standard strides: the permuted view of a 1x1 weight counts as contiguous but its strides send torch's
-        # conv down a channels-last path (3x slower for 1x1 384->96 at 120x120)
-        return unpack_words(words, self.in_channels // self.groups).clone(memory_format=torch.contiguous_format)
+            pm1 = unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
+        else:
+            words = self.w_bits if self.weights is None else self.weights.words()
+            pm1 = unpack_words(words, self.in_channels // self.groups)
+        out = torch.empty(self.weight_shape)
+        if scale is None:
+            return out.copy_(pm1)
+        return torch.mul(pm1, scale.view(-1, 1, 1, 1), out=out)
 
     def extra_repr(self) -> str:
         return (
@@ -299,7 +304,7 @@ class NativeBinaryConv2d(nn.Module):
         if inp.bits is None:  # exact float conv of the binarized input with the unpacked +-1 weights
             # out_scale folded into the +-1 weights (each product rounds once, as scale * S did) and out_bias
             # as the conv's bias: the conv writes the epilogue's result, no extra pass
-            w = self.pm1_weight().mul_(self.out_scale.view(-1, 1, 1, 1))
+            w = self.pm1_weight(self.out_scale)
             y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups)
             y = y if residual is None else y.add_(residual)
             return y.clamp_min_(0) if self.relu else y
