@@ -82,7 +82,10 @@ def test_every_native_unit_equals_the_unpacked_unit(tmp_path: Path, name: str) -
             hook.remove()
         for n, (x, want) in seen.items():
             got = units[n](x.contiguous())
+            want = want.clamp_min(0) if units[n].relu else want  # a ReLU after the unit, fused into it
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=n)
+    assert units["heads.seg.conv"].relu  # the seg head's ReLU is fused (and replaced by nn.Identity)
+    assert isinstance(packed.model.heads.seg.act, nn.Identity)
 
 
 def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatch) -> None:
@@ -99,15 +102,17 @@ def test_popcount_path_except_depthwise_and_per_channel_dab(tmp_path, monkeypatc
         packed = load_packed(_export(tmp_path, METHODS[name]), runtime="native")
         units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
         per_channel = name == "bidense"
-        assert all(m.float_path == (m.depthwise or per_channel) for m in units)
+        # depthwise: the native sign-depthwise kernel (from the float input)
+        assert all(m.sign_depthwise == m.depthwise for m in units)
+        assert all(m.float_path == (per_channel and not m.depthwise) for m in units)
         # one copy of the weights each: 1-bit bytes (depthwise), words (float path) or the kernel layout
         assert all((m.w_signs is not None) == m.depthwise for m in units)
         assert all((m.w_bits is not None) == (m.float_path and not m.depthwise) for m in units)
-        assert all((m.weights is not None) == (not m.float_path) for m in units)
+        assert all((m.weights is not None) == (not m.float_path and not m.depthwise) for m in units)
         calls["binary"] = 0
         with torch.no_grad():
             packed(x)
-        popcount_units = sum(not m.float_path for m in units)
+        popcount_units = sum(m.weights is not None for m in units)
         assert calls["binary"] >= popcount_units and (calls["binary"] == 0) == per_channel
 
 
@@ -265,3 +270,24 @@ def test_unpack_words_equals_the_native_oracle(shape: tuple[int, ...]) -> None:
     w = torch.randn(shape)
     words = native.pack_weights(w)
     assert torch.equal(unpack_words(words, shape[1]), native.unpack_weights(words, shape[1]))
+
+
+def test_time_pair_reports_wall_and_cpu_medians() -> None:
+    """The deploy benchmark's timing keys (values are not asserted: no timings in tests)."""
+    from bindense.export.deploy import time_pair
+
+    calls = {"a": 0, "b": 0}
+
+    class Count(nn.Module):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls[self.key] += 1
+            return x
+
+    out = time_pair(Count("a"), Count("b"), torch.zeros(1), runs=3, warmup=1)
+    assert calls == {"a": 4, "b": 4}  # interleaved, warm-up included
+    assert {"packed_ms", "fp32_twin_ms", "speedup_vs_fp32_twin", "packed_cpu_ms", "fp32_twin_cpu_ms",
+            "speedup_cpu"} <= set(out)

@@ -282,3 +282,120 @@ def test_two_threads_same_result(isa):
     assert torch.equal(native.binary_conv2d(xb, wb, 130, 3, 1, 1), F.conv2d(sgn(x), sgn(wt), padding=1))
     want = F.conv2d(sgn(xd), sgn(wd), padding=3, groups=64)
     assert torch.equal(native.binary_conv2d(xdb, wdb, 64, 7, 1, 3, 64), want)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=[str(i) for i in range(6)])
+def test_conv_epilogue_relu(isa, case):
+    """``relu=True`` clamps the fused epilogue at 0 (the ReLU after a unit, fused), on every path."""
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=3), rand(o, c // g, k, k, seed=4)
+    scale, bias = rand(o, seed=5), rand(o, seed=6)
+    base = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    res = rand(*base.shape, seed=7)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
+                             out_scale=scale, out_bias=bias, residual=res, relu=True)
+    want = (base * scale[None, :, None, None] + bias[None, :, None, None] + res).clamp_min(0)
+    assert (want == 0).any() and (want > 0).any()
+    torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-5)
+
+
+# (N, C, H, W, k, stride, padding)
+SIGN_DW_CASES = [(2, 48, 10, 9, 7, 1, 3), (1, 70, 15, 14, 13, 2, 6), (1, 5, 4, 6, 5, 1, 1), (3, 1, 1, 1, 1, 1, 0),
+                 (1, 9, 8, 11, (3, 5), (2, 1), (1, 2))]
+
+
+@pytest.mark.parametrize("case", SIGN_DW_CASES, ids=[str(i) for i in range(len(SIGN_DW_CASES))])
+def test_sign_depthwise_matches_float_conv(isa, case):
+    """The float-input depthwise kernel: sign(x - threshold) conv +-1 weights, DAB scale, epilogue."""
+    n, c, h, w, k, s, p = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x, thr = rand(n, c, h, w, seed=11), rand(n, c, seed=12) * 0.3
+    wt = rand(c, 1, kh, kw, seed=13)
+    signs = sgn(wt).to(torch.int8)
+    base = F.conv2d(sgn(x - thr[:, :, None, None]), sgn(wt), stride=s, padding=p, groups=c)
+    y, scale = native.sign_depthwise_conv2d(x, signs, (kh, kw), s, p, threshold=thr)
+    assert torch.equal(y, base) and torch.equal(scale, torch.ones(n, c))  # integer sums: exact
+    y, _ = native.sign_depthwise_conv2d(x, wt >= 0, (kh, kw), s, p, threshold=thr[0])  # bool weights, [C] threshold
+    assert torch.equal(y, F.conv2d(sgn(x - thr[0, :, None, None]), sgn(wt), stride=s, padding=p, groups=c))
+    a, os_, ob = rand(c, seed=14), rand(c, seed=15), rand(c, seed=16)
+    res = rand(*base.shape, seed=17)
+    y, scale = native.sign_depthwise_conv2d(x, signs, (kh, kw), s, p, threshold=thr, dab_a=a, out_scale=os_,
+                                            out_bias=ob, residual=res, relu=True)
+    alpha = torch.exp(a * ((x - thr[:, :, None, None]).abs().mean(dim=(2, 3)) - 1.0))
+    torch.testing.assert_close(scale, alpha, rtol=1e-6, atol=0)
+    want = (base * alpha[:, :, None, None] * os_[None, :, None, None] + ob[None, :, None, None] + res).clamp_min(0)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    given = rand(n, c, seed=18).abs()  # a given scale per plane (grouped DAB)
+    y, scale = native.sign_depthwise_conv2d(x, signs, (kh, kw), s, p, threshold=thr, channel_scale=given)
+    assert torch.equal(scale, given)
+    torch.testing.assert_close(y, base * given[:, :, None, None], rtol=1e-5, atol=1e-5)
+
+
+def test_sign_depthwise_random_shapes_all_isas_agree():
+    g = torch.Generator().manual_seed(1)
+    for trial in range(10):
+        c = int(torch.randint(1, 150, (1,), generator=g))
+        k = int(torch.randint(1, 8, (1,), generator=g))
+        s, p = int(torch.randint(1, 3, (1,), generator=g)), int(torch.randint(0, k, (1,), generator=g))
+        h, w = (int(v) for v in torch.randint(k, 40, (2,), generator=g))
+        x, wt, thr = rand(2, c, h, w, seed=trial), rand(c, 1, k, k, seed=50 + trial), rand(2, c, seed=70 + trial)
+        want = F.conv2d(sgn(x - thr[:, :, None, None]), sgn(wt), stride=s, padding=p, groups=c)
+        for name in ISAS:
+            native.set_isa(name)
+            try:
+                y, _ = native.sign_depthwise_conv2d(x, sgn(wt).to(torch.int8), k, s, p, threshold=thr)
+                assert torch.equal(y, want), (name, c, k, s, p, h, w)
+            finally:
+                native.set_isa(None)
+
+
+def test_sign_depthwise_errors():
+    x = rand(1, 4, 5, 5)
+    with pytest.raises(ValueError, match="x must be a float32 tensor"):
+        native.sign_depthwise_conv2d(x.double(), torch.ones(4, 1, 3, 3, dtype=torch.int8), 3)
+    with pytest.raises(ValueError, match="w_signs must be int8"):
+        native.sign_depthwise_conv2d(x, torch.ones(5, 1, 3, 3, dtype=torch.int8), 3)
+    with pytest.raises(ValueError, match="threshold must be float32"):
+        native.sign_depthwise_conv2d(x, torch.ones(4, 1, 3, 3, dtype=torch.int8), 3, threshold=torch.zeros(3))
+    with pytest.raises(ValueError, match="dab_a must have 4"):
+        native.sign_depthwise_conv2d(x, torch.ones(4, 1, 3, 3, dtype=torch.int8), 3, dab_a=torch.zeros(3))
+
+
+@pytest.mark.parametrize("c", [1, 64, 130])
+def test_pack_activations_stats(isa, c):
+    """DAB's statistic from the packing pass: sum |x - threshold| per (sample, channel), same bits as packing."""
+    x, thr = rand(2, c, 7, 37, seed=c), rand(2, c, seed=2)
+    bits, sums = native.pack_activations_stats(x, thr)
+    assert torch.equal(bits, native.pack_activations(x, thr))
+    torch.testing.assert_close(sums, (x - thr[:, :, None, None]).abs().sum(dim=(2, 3)), rtol=1e-5, atol=1e-5)
+    _, sums = native.pack_activations_stats(x)
+    torch.testing.assert_close(sums, x.abs().sum(dim=(2, 3)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[6]], ids=["3x3", "1x1", "grouped"])
+def test_conv_residual_tiled_over_outputs(isa, case):
+    """A residual with O/r channels is added tiled r times (CFB's repeat), equal to adding the repeated tensor."""
+    n, c, o, h, w, k, s, p, g = case
+    x, wt = rand(n, c, h, w, seed=8), rand(o, c // g, k, k, seed=9)
+    base = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
+    for r in (d for d in (1, 2, 4, o) if o % d == 0):
+        res = rand(n, o // r, *base.shape[2:], seed=10 + r)
+        y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g, residual=res)
+        torch.testing.assert_close(y, base + res.repeat(1, r, 1, 1), rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
+                             residual=rand(n, o + 1, *base.shape[2:]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 70, 4, 33), (1, 1, 1, 1)])
+def test_dab_dense_matches_dab_formula(isa, shape):
+    """Per-channel DAB's output alpha * sign(x - threshold) (sign(0) = +1) and alpha, on every path."""
+    n, c = shape[:2]
+    x, thr, a = rand(*shape, seed=21), rand(n, c, seed=22), rand(c, seed=23)
+    x[0, 0, 0, 0] = thr[0, 0]  # s == 0 exactly: +alpha
+    y, alpha = native.dab_dense(x, thr, a)
+    s = x - thr[:, :, None, None]
+    want_alpha = torch.exp(a * (s.abs().mean(dim=(2, 3)) - 1.0))
+    torch.testing.assert_close(alpha, want_alpha, rtol=1e-6, atol=0)
+    assert torch.equal(y, sgn(s) * alpha[:, :, None, None])
+    assert y[0, 0, 0, 0] == alpha[0, 0]

@@ -63,6 +63,7 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     def check(unit: NativeBinaryConv2d):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             got = unit(inputs[0].contiguous())
+            output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
         return hook
@@ -84,22 +85,29 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
 
 
 def time_pair(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int, warmup: int) -> dict[str, float]:
-    """Median latency of both models, runs interleaved (packed, twin, packed, ...)."""
+    """Median latency of both models, runs interleaved (packed, twin, packed, ...): wall time, and the process's
+    CPU time (all threads), which on a shared machine excludes the waits for a core (at 1 thread: the compute)."""
     times: dict[str, list[float]] = {"packed": [], "twin": []}
+    cpu: dict[str, list[float]] = {"packed": [], "twin": []}
     with torch.inference_mode():
         for i in range(warmup + runs):
             for key, model in (("packed", packed), ("twin", twin)):
+                c0 = time.process_time()
                 t = _time(lambda m=model: m(x))
                 if i >= warmup:
                     times[key].append(t)
+                    cpu[key].append(time.process_time() - c0)
     packed_s, twin_s = statistics.median(times["packed"]), statistics.median(times["twin"])
-    return {"packed_ms": packed_s * 1e3, "fp32_twin_ms": twin_s * 1e3, "speedup_vs_fp32_twin": twin_s / packed_s}
+    packed_c, twin_c = statistics.median(cpu["packed"]), statistics.median(cpu["twin"])
+    return {"packed_ms": packed_s * 1e3, "fp32_twin_ms": twin_s * 1e3, "speedup_vs_fp32_twin": twin_s / packed_s,
+            "packed_cpu_ms": packed_c * 1e3, "fp32_twin_cpu_ms": twin_c * 1e3,
+            "speedup_cpu": twin_c / max(packed_c, 1e-9)}
 
 
 def _unit_kind(unit: NativeBinaryConv2d) -> str:
     kh, kw = unit.kernel_size
     geometry = "depthwise " if unit.depthwise else ""
-    path = "float path" if unit.float_path else "popcount"
+    path = "float path" if unit.float_path else "native from float input" if unit.sign_depthwise else "popcount"
     return f"{geometry}{kh}x{kw}/{unit.stride[0]} {path}"
 
 
@@ -253,12 +261,13 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
         f"{result['native_units']} binary units "
         f"({result['float_path_units']} on the exact float path)",
         "",
-        "| threads | packed ms | fp32 twin ms | speedup |",
-        "|---|---|---|---|",
+        "| threads | packed ms | fp32 twin ms | speedup | packed CPU ms | twin CPU ms | speedup (CPU) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["by_threads"]:
         lines.append(
-            f"| {r['threads']} | {r['packed_ms']:.1f} | {r['fp32_twin_ms']:.1f} | {r['speedup_vs_fp32_twin']:.2f}x |"
+            f"| {r['threads']} | {r['packed_ms']:.1f} | {r['fp32_twin_ms']:.1f} | {r['speedup_vs_fp32_twin']:.2f}x | "
+            f"{r['packed_cpu_ms']:.1f} | {r['fp32_twin_cpu_ms']:.1f} | {r['speedup_cpu']:.2f}x |"
         )
     lines += [
         "",
@@ -283,7 +292,7 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
 
 DEFAULT_OVERRIDES = ["model=upernet_convnext", "model.width=tiny"]
 FP32_TWIN = ["method.activation=fp32", "method.weight=fp32"]
-DEPLOY_RUNS = 3
+DEPLOY_RUNS = 5
 
 
 def validation_images(config: Mapping[str, Any], count: int) -> Tensor:
@@ -348,6 +357,7 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
     print(format_deploy(result))
     print(f"results written to {out}")
     keys = ("packed_ms", "fp32_twin_ms", "speedup_vs_fp32_twin", "max_rel_diff", "argmax_agreement",
-            "packed_resident_mib", "fp32_resident_mib", "unit_max_rel_diff", "isa", "threads")  # fmt: skip
+            "packed_resident_mib", "fp32_resident_mib", "unit_max_rel_diff", "isa", "threads",
+            "packed_cpu_ms", "fp32_twin_cpu_ms", "speedup_cpu")  # fmt: skip
     print(json.dumps({k: result[k] for k in keys}))
     return result

@@ -38,6 +38,7 @@ from bindense import native
 from bindense.binary import BinaryConv2d, cfb
 from bindense.binary.binarizers import DAB, AdaBinActivation, BiSRActivation, RSign, SignActivation
 from bindense.export.bits import unpack_signs
+from bindense.models.heads import DepthHead, SegHead
 
 
 @dataclass
@@ -93,15 +94,35 @@ class _AdaBinInput(_Input):
         return BinaryInput(bits=bits, scale=alpha, offset=alpha * beta, dense=self.dense(x))
 
 
+def dab_threshold(dab: DAB, x: Tensor) -> Tensor:
+    """DAB's threshold ``k mean(x) + b`` per (sample, channel), [N, C]: ``x - threshold`` is DAB's ``s`` bit for bit
+    (the same ops as :meth:`DAB.centred`), so the packed bits of ``x >= threshold`` are its signs."""
+    n, c = x.shape[:2]
+    return (dab.k * x.mean(dim=(2, 3), keepdim=True) + dab.b).reshape(n, c).contiguous()
+
+
+def dab_group_alpha(dab: DAB, mean_abs: Tensor) -> Tensor:
+    """Grouped DAB's scale [N, groups] from ``mean|s|`` per (sample, channel) [N, C] (as :meth:`DAB.group_alpha`)."""
+    size, channels = dab.group_size, mean_abs.shape[1]
+    groups = -(-channels // size)
+    sums = F.pad(mean_abs, (0, groups * size - channels)).unflatten(1, (groups, size)).sum(-1)
+    counts = torch.full((groups,), float(size), dtype=mean_abs.dtype)
+    counts[-1] = channels - (groups - 1) * size
+    return torch.exp(dab.a.detach().flatten() * (sums / counts - 1.0))
+
+
 class _DABInput(_Input):
-    """Grouped DAB (``dab_groups``); per-channel DAB units take the float path (:attr:`float_path`)."""
+    """Grouped DAB (``dab_groups``); per-channel DAB units take the float path (:attr:`float_path`).
+
+    The threshold is DAB's own (the mean in torch, so the signs are bit-identical); ``mean|s|`` is summed by the
+    packing pass itself instead of materialising ``s`` (equal up to float summation order)."""
 
     def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
         dab: DAB = self.binarizer
-        s = dab.centred(x)  # x - (k mean(x) + b), the same ops as DAB's forward
-        scale = dab.group_alpha(s).contiguous()
+        bits, abs_sums = native.pack_activations_stats(x, dab_threshold(dab, x))
+        scale = dab_group_alpha(dab, abs_sums / (x.shape[2] * x.shape[3])).contiguous()
         dense = dab(x) if need_dense else None
-        return BinaryInput(bits=native.pack_activations(s), group_size=dab.group_size, group_scale=scale, dense=dense)
+        return BinaryInput(bits=bits, group_size=dab.group_size, group_scale=scale, dense=dense)
 
 
 #: activation binarizer type -> its packing adapter
@@ -113,6 +134,9 @@ INPUTS: dict[type[nn.Module], type[_Input]] = {
     DAB: _DABInput,
 }
 
+
+#: modules whose forward applies their ReLU attribute straight to their unit attribute's output: type -> (unit, relu)
+RELU_AFTER: dict[type[nn.Module], tuple[str, str]] = {SegHead: ("conv", "act"), DepthHead: ("conv", "act")}
 
 _BYTE_TO_PM1 = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1  # [256, 8]
 
@@ -163,7 +187,10 @@ class NativeBinaryConv2d(nn.Module):
         self.in_channels, self.out_channels, self.groups = unit.in_channels, out_channels, unit.groups
         self.kernel_size, self.stride, self.padding = tuple(unit.kernel_size), tuple(unit.stride), tuple(unit.padding)
         self.bypass = unit.bypass
+        self.weight_offset = encoding == "two_level"  # AdaBin's weights: half * (+-1) + mid
         self.activation = INPUTS[type(unit.activation_binarizer)](unit.activation_binarizer)
+        #: a ReLU that follows the unit, fused into its epilogue by :func:`fuse_relus`
+        self.relu = False
         signs = unpack_signs(parts["signs"], [out_channels, cg, kh, kw])
         pm1 = signs.float() * 2 - 1
         self.weight_shape = (out_channels, cg, kh, kw)
@@ -172,7 +199,9 @@ class NativeBinaryConv2d(nn.Module):
         self.register_buffer("w_signs", parts["signs"].clone() if self.depthwise else None)
         words = native.pack_weights(pm1) if not self.depthwise else None
         self.register_buffer("w_bits", words if self.float_path and not self.depthwise else None)
-        self.weights: native.PreparedWeights | None = None if self.float_path else self._prepare(words)
+        self.weights: native.PreparedWeights | None = (
+            None if self.float_path or self.depthwise else self._prepare(words)
+        )
         half, mid = weight_levels(encoding, parts, out_channels)
         s, t = _fold_norm(unit, out_channels)
         self.register_buffer("out_scale", (s * half).contiguous())
@@ -189,6 +218,18 @@ class NativeBinaryConv2d(nn.Module):
         return self.groups == self.in_channels == self.out_channels
 
     @property
+    def sign_depthwise(self) -> bool:
+        """Whether the unit runs :func:`bindense.native.sign_depthwise_conv2d` (depthwise, from the float input).
+
+        Its activation must be a threshold sign: ``sign`` (0), RSign (``-bias``) or DAB (``k mean(x) + b``; its
+        scale per (sample, channel) or group factors out of a depthwise conv), mapping 0 to +1; one weight level
+        per channel (no AdaBin offset). Other depthwise units take the float path.
+        """
+        act = self.activation.binarizer
+        return (self.depthwise and type(act) in (SignActivation, RSign, DAB)
+                and getattr(act, "sign_zero", "plus") == "plus" and not self.weight_offset and native.available())
+
+    @property
     def float_path(self) -> bool:
         """Whether the unit runs as an exact float conv of its binarized input with the unpacked +-1 weights.
 
@@ -197,7 +238,9 @@ class NativeBinaryConv2d(nn.Module):
         measured several times faster than the packed depthwise kernel (docs/DEPLOY.md section 7).
         """
         dab = self.activation.binarizer
-        return self.depthwise or (isinstance(dab, DAB) and dab.group_size is None)
+        if self.depthwise:
+            return not self.sign_depthwise
+        return isinstance(dab, DAB) and dab.group_size is None
 
     @property
     def channel_group_size(self) -> int | None:
@@ -223,12 +266,19 @@ class NativeBinaryConv2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def pm1_weight(self) -> Tensor:
-        """The +-1 float weight, unpacked from the packed storage (at each call: weights stay packed)."""
+    def pm1_weight(self, scale: Tensor | None = None) -> Tensor:
+        """The +-1 float weight (times ``scale[o]`` if given), unpacked from the packed storage at each call (weights
+        stay packed), written once into standard strides: the permuted view of a 1x1 weight counts as contiguous
+        but its strides send torch's conv down a channels-last path (3x slower for 1x1 384->96 at 120x120)."""
         if self.w_signs is not None:
-            return unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
-        words = self.w_bits if self.weights is None else self.weights.words()
-        return unpack_words(words, self.in_channels // self.groups)
+            pm1 = unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
+        else:
+            words = self.w_bits if self.weights is None else self.weights.words()
+            pm1 = unpack_words(words, self.in_channels // self.groups)
+        out = torch.empty(self.weight_shape)
+        if scale is None:
+            return out.copy_(pm1)
+        return torch.mul(pm1, scale.view(-1, 1, 1, 1), out=out)
 
     def extra_repr(self) -> str:
         return (
@@ -239,15 +289,25 @@ class NativeBinaryConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels, f"unit {self.name!r}")
         x = x.contiguous()
-        if self.float_path:
-            inp = BinaryInput(dense=self.activation.dense(x))  # AdaBin's offset is inside the dense activation
+        if self.sign_depthwise:
+            return self._sign_depthwise(x)
+        if self.float_path:  # AdaBin's offset is inside the dense activation
+            act = self.activation.binarizer
+            if type(act) is DAB and act.group_size is None and act.sign_zero == "plus" and native.available():
+                dense = native.dab_dense(x, dab_threshold(act, x), act.a)[0]  # 2 passes instead of DAB's 5
+            else:
+                dense = self.activation.dense(x)
+            inp = BinaryInput(dense=dense)
         else:
             inp = self.activation(x, self.mid_scale is not None)
         residual = self._residual(x, inp)
         if inp.bits is None:  # exact float conv of the binarized input with the unpacked +-1 weights
-            y = F.conv2d(inp.dense, self.pm1_weight(), None, self.stride, self.padding, 1, self.groups)
-            y = torch.addcmul(self.out_bias.view(-1, 1, 1), y, self.out_scale.view(-1, 1, 1))
-            return y if residual is None else y.add_(residual)
+            # out_scale folded into the +-1 weights (each product rounds once, as scale * S did) and out_bias
+            # as the conv's bias: the conv writes the epilogue's result, no extra pass
+            w = self.pm1_weight(self.out_scale)
+            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups)
+            y = y if residual is None else y.add_(residual)
+            return y.clamp_min_(0) if self.relu else y
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
         return native.binary_conv2d(
             inp.bits,
@@ -262,7 +322,29 @@ class NativeBinaryConv2d(nn.Module):
             out_scale=out_scale,
             out_bias=self.out_bias,
             residual=residual,
+            relu=self.relu,
         )
+
+    def _sign_depthwise(self, x: Tensor) -> Tensor:
+        """Depthwise unit in one native pass per plane: signs, DAB's statistic, 7x7 sums, epilogue."""
+        act = self.activation.binarizer
+        threshold, dab_a, channel_scale = None, None, None
+        if isinstance(act, RSign):
+            threshold = act.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
+        elif isinstance(act, DAB) and act.group_size is None:
+            threshold, dab_a = dab_threshold(act, x), act.a.detach()
+        elif isinstance(act, DAB):  # grouped: the statistic spans several planes, taken by the packing pass first
+            threshold = dab_threshold(act, x)
+            _, abs_sums = native.pack_activations_stats(x, threshold)
+            per_group = dab_group_alpha(act, abs_sums / (x.shape[2] * x.shape[3]))
+            channel_scale = per_group.repeat_interleave(act.group_size, dim=1)[:, : self.in_channels]
+        signs = unpack_signs(self.w_signs, list(self.weight_shape)).to(torch.int8).mul_(2).sub_(1)
+        y, _ = native.sign_depthwise_conv2d(
+            x, signs, self.kernel_size, self.stride, self.padding, threshold=threshold, dab_a=dab_a,
+            out_scale=self.out_scale, out_bias=self.out_bias, residual=self._residual(x, BinaryInput()),
+            relu=self.relu, channel_scale=channel_scale,
+        )
+        return y
 
     def _box_sum(self, a: Tensor) -> Tensor:
         """Sum of ``a`` over each output's window (zero padded) and the input channels of its group."""
@@ -281,7 +363,9 @@ class NativeBinaryConv2d(nn.Module):
             shortcut = (
                 x if (ho, wo) == tuple(x.shape[-2:]) else F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
             )
-            terms.append(cfb(shortcut, self.out_channels))
+            tiled = inp.offset is None and self.mid_scale is None and self.out_channels % shortcut.shape[1] == 0
+            # CFB's r tiled copies of x: the kernel reads the shortcut tiled (native path only)
+            terms.append(shortcut if tiled and inp.bits is not None else cfb(shortcut, self.out_channels))
         if inp.offset is not None:
             ones = x.new_ones(1, 1, *x.shape[-2:])
             terms.append(F.conv2d(ones, self.tap_sums, None, self.stride, self.padding) * inp.offset.detach())
@@ -343,8 +427,41 @@ def to_native(
         unit = model.get_submodule(entry["module"])
         if supports(unit):
             replace(model, unit, NativeBinaryConv2d(unit, entry["encoding"], entry["parts"], entry["module"]))
+    fuse_relus(model)
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | NativeBinaryConv2d)), None)
     return NativeModel(model, first.in_channels if first is not None else 3)
+
+
+def _relu_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """``(parent, unit attribute, ReLU attribute)`` where ``parent`` applies the ReLU straight to the unit's output:
+    consecutive children of an ``nn.Sequential``, and the heads listed in :data:`RELU_AFTER`."""
+    pairs = []
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            names = [n for n, _ in parent.named_children()]
+            pairs += [(parent, a, b) for a, b in zip(names, names[1:])]
+        elif type(parent) in RELU_AFTER:
+            pairs.append((parent, *RELU_AFTER[type(parent)]))
+    return pairs
+
+
+def fuse_relus(model: nn.Module) -> int:
+    """Fold every ``nn.ReLU`` applied directly to a native unit's output into the unit's epilogue (the ReLU
+    becomes ``nn.Identity``); returns how many. A shared unit (several positions) is never fused."""
+    counts: dict[int, int] = {}
+    for m in model.modules():
+        for child in m._modules.values():  # with repeats: a shared module is listed at each of its positions
+            if child is None:
+                continue
+            counts[id(child)] = counts.get(id(child), 0) + 1
+    fused = 0
+    for parent, unit_name, act_name in _relu_pairs(model):
+        unit, act = getattr(parent, unit_name), getattr(parent, act_name)
+        if isinstance(unit, NativeBinaryConv2d) and type(act) is nn.ReLU and counts[id(unit)] == 1 and not unit.relu:
+            unit.relu = True
+            setattr(parent, act_name, nn.Identity())
+            fused += 1
+    return fused
 
 
 def prepared_units(module: nn.Module) -> list[NativeBinaryConv2d]:

@@ -137,17 +137,18 @@ def prepared_bytes(w_bits: torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in entry[1]) if entry is not None else 0
 
 
-def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
+def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False) -> torch.Tensor | None:
     name = isa()
     ext = build.extension() if name != "torch" else None
     if ext is None:
         return None
     epi = (spec.group_scale, spec.out_scale, spec.out_bias, spec.residual, name, out)
     w = spec.w_bits
-    if spec.groups == spec.in_channels == spec.out_channels > 1:
+    if spec.groups == spec.in_channels == spec.out_channels > 1:  # (a residual has O channels: O == C)
         words = w.words() if isinstance(w, PreparedWeights) else w
-        return ext.depthwise_conv2d(spec.x_bits, words, spec.in_channels, *spec.kernel_size, *spec.stride,
-                                    *spec.padding, spec.channel_group_size or 0, *epi)
+        y = ext.depthwise_conv2d(spec.x_bits, words, spec.in_channels, *spec.kernel_size, *spec.stride,
+                                 *spec.padding, spec.channel_group_size or 0, *epi)
+        return y.clamp_min_(0) if relu else y
     if not isinstance(w, PreparedWeights):
         wt, wpop = _prepared(ext, spec, name)
     elif w.layout == name:
@@ -156,7 +157,7 @@ def _native(spec: ConvSpec, out: torch.Tensor | None) -> torch.Tensor | None:
         wt, wpop = ext.prepare_weights(w.words(), spec.in_channels, spec.groups, spec.channel_group_size or 0,
                                        name)
     return ext.conv2d(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size, *spec.stride,
-                      *spec.padding, spec.groups, spec.channel_group_size or 0, *epi)
+                      *spec.padding, spec.groups, spec.channel_group_size or 0, *epi, relu)
 
 
 def binary_conv2d(
@@ -173,28 +174,124 @@ def binary_conv2d(
     out_bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    relu: bool = False,
 ) -> torch.Tensor:
     """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo] (written into ``out`` if given).
 
-    ``y = out_scale[o] * S + out_bias[o] + residual``, ``S`` = sum over the taps inside the image and the input
+    ``y = out_scale[o] * S + out_bias[o] + residual``; a residual with O/r channels is tiled r times over the
+    outputs (CFB's repeat, without materialising it). ``S`` = sum over the taps inside the image and the input
     channels of o's group of sign_x * sign_w (an exact integer); with ``channel_group_size=g`` and
     ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
     channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.
     ``out``: a contiguous float32 [N, O, Ho, Wo] buffer to reuse (a fresh large output costs page faults).
     ``w_bits``: packed words (laid out for the kernels at the first call and cached on the tensor: keep the same
     tensor object between calls) or :func:`prepare_weights`' result (no cache: the layout is the only copy).
+    ``relu=True`` clamps the result at 0 in the epilogue (a ReLU after the conv, fused).
     """
     spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, groups, channel_group_size,
                       group_scale, out_scale, out_bias, residual)
     if out is not None:
         check_output(out, spec)
-    y = _native(spec, out)
+    y = _native(spec, out, relu)
     if y is not None:
         return y
     if isinstance(spec.w_bits, PreparedWeights):
         spec = replace(spec, w_bits=spec.w_bits.words())
     y = reference.binary_conv2d(spec)
+    if relu:
+        y = y.clamp_min(0)
     return out.copy_(y) if out is not None else y
+
+
+def pack_activations_stats(x: torch.Tensor, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pack_activations` plus ``sum |x - threshold|`` per (sample, channel), float32 [N, C], taken in the
+    same pass over ``x`` (DAB's ``mean|s|`` statistic without materialising ``s``)."""
+    bits = pack_activations(x, threshold)  # checks the arguments
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        n, c = x.shape[:2]
+        thr = torch.zeros(()) if threshold is None else threshold.expand(n, c).reshape(n, c, 1, 1)
+        return bits, (x - thr).abs().sum(dim=(2, 3))
+    n, c = x.shape[:2]
+    thr = threshold.expand(n, c).contiguous() if threshold is not None else None
+    bits, rows = ext.pack_activations_stats(x.contiguous(), thr, True)
+    return bits, rows.sum(dim=1)
+
+
+def dab_dense(x: torch.Tensor, threshold: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel DAB's output from float32 [N, C, H, W]: ``(alpha * sign(x - threshold), alpha)`` with
+    ``alpha = exp(a[c] * (mean|x - threshold| - 1))`` [N, C] and sign(0) = +1; ``threshold`` [N, C] (DAB's
+    ``k mean(x) + b``), ``a`` [C]. Two passes per (sample, channel) plane, the second from cache."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.dab_dense: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    thr, a = threshold.detach().float().reshape(n, c).contiguous(), a.detach().float().reshape(c).contiguous()
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        s = x - thr.view(n, c, 1, 1)
+        alpha = torch.exp(a * (s.abs().mean(dim=(2, 3)) - 1.0))
+        return torch.where(s >= 0, 1.0, -1.0) * alpha.view(n, c, 1, 1), alpha
+    return tuple(ext.dab_dense(x.contiguous(), thr, a))
+
+
+def sign_depthwise_conv2d(
+    x: torch.Tensor,
+    w_signs: torch.Tensor,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    threshold: torch.Tensor | None = None,
+    dab_a: torch.Tensor | None = None,
+    out_scale: torch.Tensor | None = None,
+    out_bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
+    channel_scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise binary conv (groups == C == O) straight from float32 activations [N, C, H, W]: ``(y, scale)``.
+
+    ``S[n, c] = sum over the taps inside the image of sign(x - threshold[n, c]) * w[c, tap]`` (sign(0) = +1, an
+    exact integer), ``scale[n, c] = exp(dab_a[c] * (mean|x - threshold| - 1))`` over the plane with ``dab_a``
+    (per-channel DAB, whose scale factors out of a depthwise conv exactly), or the given ``channel_scale`` [N, C]
+    (grouped DAB, whose statistic spans several planes), else 1, and
+    ``y = (scale * S) * out_scale[c] + out_bias[c] + residual`` (clamped at 0 with ``relu``). ``w_signs``: int8
+    +1/-1 [C, 1, kh, kw] (or bool, True = +1); ``threshold``: [C] or [N, C]. One pass over ``x`` builds the signs
+    and the statistic of a plane, then the taps accumulate in int16 along its rows.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.sign_depthwise_conv2d: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    if w_signs.dtype == torch.bool:
+        w_signs = w_signs.to(torch.int8).mul_(2).sub_(1)
+    if w_signs.dtype != torch.int8 or w_signs.numel() != c * kh * kw:
+        raise ValueError(f"bindense.native.sign_depthwise_conv2d: w_signs must be int8 +-1 (or bool) with "
+                         f"{c} x {kh} x {kw} elements (x has {c} channels), got {w_signs.dtype} {list(w_signs.shape)}")
+    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
+        raise ValueError(f"bindense.native.sign_depthwise_conv2d: threshold must be float32 [{c}] or [{n}, {c}], "
+                         f"got {threshold.dtype} {list(threshold.shape)}")
+    thr = threshold.expand(n, c).contiguous() if threshold is not None else None
+    if channel_scale is not None and (dab_a is not None or tuple(channel_scale.shape) != (n, c)):
+        raise ValueError(f"bindense.native.sign_depthwise_conv2d: channel_scale must be [{n}, {c}] and excludes "
+                         f"dab_a, got {list(channel_scale.shape)}")
+    cs_in = channel_scale.detach().float().contiguous() if channel_scale is not None else None
+    vec = [None if v is None else v.detach().float().reshape(-1).contiguous() for v in (dab_a, out_scale, out_bias)]
+    for name, v in zip(("dab_a", "out_scale", "out_bias"), vec):
+        if v is not None and v.numel() != c:
+            raise ValueError(f"bindense.native.sign_depthwise_conv2d: {name} must have {c} elements, got {v.numel()}")
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        return reference.sign_depthwise_conv2d(x, w_signs, (kh, kw), stride, padding, thr, *vec, residual, relu,
+                                               cs_in)
+    if residual is not None:
+        residual = residual.float().contiguous()
+    a, os_, ob = vec
+    return tuple(ext.sign_depthwise_conv2d(x.contiguous(), w_signs.contiguous(), kh, kw, *stride, *padding, thr,
+                                           a, cs_in, os_, ob, residual, relu, isa()))
 
 
 def binary_conv_transpose2d(

@@ -140,7 +140,8 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
     return out
 
 
-# (name, C_in, C_out, H=W, kernel, stride, padding, groups); transposed convs are marked by groups = 0.
+# (name, C_in, C_out, H=W, kernel, stride, padding, groups); transposed convs are marked by groups = 0; a 9th
+# field "sign" times native.sign_depthwise_conv2d on the float input (signs taken inside) instead of packed bits.
 LAYERS = (
     ("3x3 256->256 64x64", 256, 256, 64, 3, 1, 1, 1),
     ("3x3/2 128->256 64x64", 128, 256, 64, 3, 2, 1, 1),
@@ -149,6 +150,8 @@ LAYERS = (
     ("2x2/2 96->192 120x120", 96, 192, 120, 2, 2, 0, 1),
     ("dw7x7 96 120x120", 96, 96, 120, 7, 1, 3, 96),
     ("dw7x7 384 30x30", 384, 384, 30, 7, 1, 3, 384),
+    ("dw7x7 96 120x120, from float input", 96, 96, 120, 7, 1, 3, 96, "sign"),
+    ("dw7x7 384 30x30, from float input", 384, 384, 30, 7, 1, 3, 384, "sign"),
     ("convT 4x4/4 256->128 30x30", 256, 128, 30, 4, 4, 0, 0),
     ("3x3 200->100 40x40 (DAB groups of 64)", 200, 100, 40, 3, 1, 1, -64),
 )
@@ -156,10 +159,20 @@ LAYERS = (
 
 def _layer_candidates(layer: tuple, g: torch.Generator) -> dict[str, Callable[[], torch.Tensor]]:
     """The float conv of the signs and every native ISA path for one row of :data:`LAYERS`."""
-    _, c, o, hw, k, s, p, groups = layer
+    _, c, o, hw, k, s, p, groups = layer[:8]
     x = torch.randn(1, c, hw, hw, generator=g)
     xb, xs = native.pack_activations(x), torch.where(x >= 0, 1.0, -1.0)
-    if groups == 0:  # transposed
+    if layer[8:] == ("sign",):  # depthwise straight from the float input
+        w = torch.randn(c, 1, k, k, generator=g)
+        ws = torch.where(w >= 0, 1.0, -1.0)
+        signs = ws.to(torch.int8)
+
+        def ref() -> torch.Tensor:
+            return F.conv2d(xs, ws, stride=s, padding=p, groups=c)
+
+        def op() -> torch.Tensor:
+            return native.sign_depthwise_conv2d(x, signs, k, s, p)[0]
+    elif groups == 0:  # transposed
         w = torch.randn(c, o, k, k, generator=g)
         ws, wb = torch.where(w >= 0, 1.0, -1.0), native.pack_weights(w.permute(1, 0, 2, 3))
 

@@ -66,8 +66,8 @@ def epilogue(s: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
         s = s * spec.out_scale[None, :, None, None]
     if spec.out_bias is not None:
         s = s + spec.out_bias[None, :, None, None]
-    if spec.residual is not None:
-        s = s + spec.residual
+    if spec.residual is not None:  # fewer channels: tiled over the outputs
+        s = s + spec.residual.repeat(1, s.shape[1] // spec.residual.shape[1], 1, 1)
     return s
 
 
@@ -88,3 +88,26 @@ def binary_conv_transpose2d(spec: ConvSpec) -> torch.Tensor:
     w = unpack_weights(spec.w_bits, spec.in_channels).permute(1, 0, 2, 3)
     s = F.conv_transpose2d(x, w, stride=spec.stride, padding=spec.padding)
     return epilogue(s, spec)
+
+
+def sign_depthwise_conv2d(x: torch.Tensor, w_signs: torch.Tensor, kernel_size: tuple[int, int],
+                          stride: tuple[int, int], padding: tuple[int, int], threshold: torch.Tensor | None,
+                          dab_a: torch.Tensor | None, out_scale: torch.Tensor | None, out_bias: torch.Tensor | None,
+                          residual: torch.Tensor | None, relu: bool,
+                          channel_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The oracle of :func:`bindense.native.sign_depthwise_conv2d`: float conv of the +-1 signs, then the scales."""
+    n, c = x.shape[:2]
+    s = x - threshold.view(n, c, 1, 1) if threshold is not None else x
+    signs = torch.where(s >= 0, 1.0, -1.0)
+    w = w_signs.float().view(c, 1, *kernel_size)
+    y = torch.nn.functional.conv2d(signs, w, None, stride, padding, 1, c)
+    scale = torch.exp(dab_a * (s.abs().mean(dim=(2, 3)) - 1.0)) if dab_a is not None else x.new_ones(n, c)
+    scale = channel_scale if channel_scale is not None else scale
+    y = y * scale.view(n, c, 1, 1)
+    if out_scale is not None:
+        y = y * out_scale.view(1, c, 1, 1)
+    if out_bias is not None:
+        y = y + out_bias.view(1, c, 1, 1)
+    if residual is not None:
+        y = y + residual
+    return (y.clamp_min(0) if relu else y), scale

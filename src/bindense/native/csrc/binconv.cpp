@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ namespace bdn {
   int planes();                                                  \
   void conv_rows(const ConvArgs& a, int64_t begin, int64_t end); \
   void dw_rows(const DwArgs& a, int64_t begin, int64_t end);     \
+  void dwp_planes(const DwpArgs& a, int64_t begin, int64_t end); \
   }
 BDN_DECLARE_ISA(avx512)
 BDN_DECLARE_ISA(avx2)
@@ -33,6 +35,7 @@ struct Isa {
   int (*planes)();
   void (*conv_rows)(const ConvArgs&, int64_t, int64_t);
   void (*dw_rows)(const DwArgs&, int64_t, int64_t);
+  void (*dwp_planes)(const DwpArgs&, int64_t, int64_t);
 };
 
 bool has_avx512() {
@@ -44,9 +47,9 @@ bool has_avx2() { return __builtin_cpu_supports("avx2"); }
 bool always() { return true; }
 
 const Isa kIsas[] = {  // best first
-    {"avx512", has_avx512, avx512::block, avx512::planes, avx512::conv_rows, avx512::dw_rows},
-    {"avx2", has_avx2, avx2::block, avx2::planes, avx2::conv_rows, avx2::dw_rows},
-    {"generic", always, generic::block, generic::planes, generic::conv_rows, generic::dw_rows},
+    {"avx512", has_avx512, avx512::block, avx512::planes, avx512::conv_rows, avx512::dw_rows, avx512::dwp_planes},
+    {"avx2", has_avx2, avx2::block, avx2::planes, avx2::conv_rows, avx2::dw_rows, avx2::dwp_planes},
+    {"generic", always, generic::block, generic::planes, generic::conv_rows, generic::dw_rows, generic::dwp_planes},
 };
 
 const Isa& find_isa(const std::string& name) {
@@ -284,7 +287,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
                   int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                  const std::string& isa_name, const c10::optional<at::Tensor>& out) {
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
   const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
@@ -300,6 +303,8 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
   const float* res = opt_ptr(residual, "residual");
+  if (res) TORCH_CHECK(residual->dim() == 4 && O % residual->size(1) == 0, "bindense.native: residual channels must "
+                       "divide the output channels (tiled)");
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   const int64_t XS = G * s.D * s.Kd;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
@@ -346,7 +351,7 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   ConvArgs a{xdst, wwords, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
-             ph, pw};
+             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O};
   dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
   return y;
 }
@@ -366,14 +371,96 @@ at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t 
                    opt_ptr(out_bias, "out_bias"), opt_ptr(residual, "residual"), out);
 }
 
-// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0).
+// Depthwise conv of sign(x - threshold) (float32 [N, C, H, W]) with +-1 weights w [C, kh * kw] (int8), the DAB
+// scale of each plane when dab_a is given (returned, [N, C]; else ones) and the fused epilogue (DwpArgs).
+std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Tensor& w, int64_t kh, int64_t kw,
+                                              int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                              const c10::optional<at::Tensor>& thr,
+                                              const c10::optional<at::Tensor>& dab_a,
+                                              const c10::optional<at::Tensor>& scale_in,
+                                              const c10::optional<at::Tensor>& out_scale,
+                                              const c10::optional<at::Tensor>& out_bias,
+                                              const c10::optional<at::Tensor>& residual, bool relu,
+                                              const std::string& isa_name) {
+  const Isa& isa = find_isa(isa_name);
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), T = kh * kw;
+  TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous() && w.numel() == C * T,
+              "bindense.native: depthwise signs must be a contiguous int8 tensor of C * kh * kw = ", C * T);
+  TORCH_CHECK(T <= kMaxTaps, "bindense.native: kernel has more than ", kMaxTaps, " taps");
+  const float* tp = opt_ptr(thr, "threshold");
+  if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
+  const float* ap = opt_ptr(dab_a, "dab_a");
+  if (ap) TORCH_CHECK(dab_a->numel() == C, "bindense.native: dab_a must be [C]");
+  const float* sip = opt_ptr(scale_in, "channel_scale");
+  if (sip) TORCH_CHECK(scale_in->numel() == N * C, "bindense.native: channel_scale must be [N, C]");
+  const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "bindense.native: the kernel does not fit the padded input");
+  const float* res = opt_ptr(residual, "residual");
+  if (res) TORCH_CHECK(residual->numel() == N * C * Ho * Wo, "bindense.native: residual must be [N, C, Ho, Wo]");
+  auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
+  auto cs = at::empty({N, C}, at::kFloat);
+  DwpArgs a{x.data_ptr<float>(), tp, ap, sip, w.data_ptr<int8_t>(), opt_ptr(out_scale, "out_scale"),
+            opt_ptr(out_bias, "out_bias"), res, y.data_ptr<float>(), cs.data_ptr<float>(),
+            N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0};
+  dynamic_parallel(N * C, [&](int64_t b, int64_t e) { isa.dwp_planes(a, b, e); });
+  return {y, cs};
+}
+
+// Per-channel DAB's output alpha * sign(x - thr) (sign(0) = +1), float32 [N, C, H, W], and alpha = exp(a[c]
+// (mean|x - thr| - 1)) [N, C]: per plane, one pass for the statistic, one (from cache) for the output.
+std::vector<at::Tensor> dab_dense(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& a) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const float* tp = opt_ptr(thr, "threshold");
+  const float* ap = opt_ptr(a, "dab_a");
+  TORCH_CHECK(thr.numel() == N * C && a.numel() == C, "bindense.native: threshold must be [N, C] and a [C]");
+  auto y = at::empty_like(x);
+  auto alpha = at::empty({N, C}, at::kFloat);
+  const float* xp0 = x.data_ptr<float>();
+  float* yp0 = y.data_ptr<float>();
+  float* al = alpha.data_ptr<float>();
+  dynamic_parallel(N * C, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const float* xp = xp0 + task * HW;
+      float* yp = yp0 + task * HW;
+      const float t = tp[task];
+      float part[16] = {};
+      int64_t q = 0;
+      for (; q + 16 <= HW; q += 16)
+        for (int j = 0; j < 16; ++j) part[j] += std::fabs(xp[q + j] - t);
+      for (; q < HW; ++q) part[0] += std::fabs(xp[q] - t);
+      double asum = 0.0;
+      for (int j = 0; j < 16; ++j) asum += part[j];
+      const float m = std::exp(ap[task % C] * (static_cast<float>(asum / HW) - 1.0f));
+      al[task] = m;
+      for (q = 0; q < HW; ++q) yp[q] = xp[q] - t >= 0.f ? m : -m;
+    }
+  });
+  return {y, alpha};
+}
+
+// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
+// also sum |x - threshold| per (sample, row, channel): float32 [N, H, C] (DAB's statistic, in the same pass).
+std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
+                                               bool abs_sums);
+
 at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>& thr) {
+  return pack_activations_stats(x, thr, false)[0];
+}
+
+std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
+                                               bool abs_sums) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
               "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64;
   const float* tp = opt_ptr(thr, "threshold");
   if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
   auto out = at::empty({N, H, W, K}, at::kLong);
+  auto sums = abs_sums ? at::zeros({N, H, C}, at::kFloat) : at::Tensor();
+  float* sp = abs_sums ? sums.data_ptr<float>() : nullptr;
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   constexpr int64_t PB = 16;
@@ -389,12 +476,17 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
             const float t = tp ? tp[n * C + c] : 0.f;
             const float* xr = xp + ((n * C + c) * H + y) * W + i0;
             for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
+            if (sp) {
+              float part = 0.f;
+              for (int64_t p = 0; p < np; ++p) part += std::fabs(xr[p] - t);
+              sp[r * C + c] += part;
+            }
           }
           for (int64_t p = 0; p < np; ++p) op[(r * W + i0 + p) * K + k] = acc[p];
         }
     }
   });
-  return out;
+  return {out, sums};
 }
 
 }  // namespace bdn
@@ -406,4 +498,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");
   m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
+  m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per row");
+  m.def("dab_dense", &bdn::dab_dense, "per-channel DAB output alpha * sign(x - threshold) and alpha");
+  m.def("sign_depthwise_conv2d", &bdn::sign_depthwise_conv2d, "depthwise conv of sign(x - threshold), float input");
 }

@@ -70,11 +70,13 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
       const float* src = rb + l;
       float* yp = a.y + off;
       if (a.residual) {
-        const float* rp = a.residual + off;
+        const float* rp = a.residual + ((n * a.res_channels + o % a.res_channels) * a.Ho + i) * Wo;
         for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + rp[j];
       } else {
         for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
       }
+      if (a.relu)
+        for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
     }
   }
   delete[] rb;
@@ -125,4 +127,105 @@ void dw_rows_impl(const bdn::DwArgs& a, int64_t begin, int64_t end) {
     }
   }
   delete[] rb;
+}
+
+// Depthwise from float input (bdn::DwpArgs): one task = one (sample, channel) plane. The signs go into a zero-padded
+// int8 plane and its negation (0 on the padding: no border corrections), so that a tap with weight -1 reads the
+// negated plane: each tap is one vector add along the output row (int8 lanes for up to 127 taps, else int16).
+typedef int8_t I8W __attribute__((vector_size(VB)));
+typedef int16_t I16V __attribute__((vector_size(VB)));
+typedef int8_t I8H __attribute__((vector_size(VB / 2)));
+constexpr int64_t L16 = VB / 2;
+
+template <typename A>
+void dwp_epilogue(const A* acc, float cs, float s, float b, const float* rp, float* yp, int64_t Wo, bool relu) {
+  if (rp) {
+    for (int64_t j = 0; j < Wo; ++j) yp[j] = (cs * static_cast<float>(acc[j])) * s + b + rp[j];
+  } else {
+    for (int64_t j = 0; j < Wo; ++j) yp[j] = (cs * static_cast<float>(acc[j])) * s + b;
+  }
+  if (relu)
+    for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
+}
+
+void dwp_planes_impl(const bdn::DwpArgs& a, int64_t begin, int64_t end) {
+  const int64_t T = a.kh * a.kw, HW = a.H * a.W, Wo = a.Wo, plane = a.Hp * a.Wp + 2 * VB;  // slack: see below
+  const int64_t nv8 = (Wo + VB - 1) / VB, nv16 = (Wo + L16 - 1) / L16;
+  int8_t* sp = new int8_t[2 * plane];  // signs, then their negation
+  int8_t* nsp = sp + plane;
+  int8_t* acc8 = new int8_t[nv8 * VB];
+  int16_t* acc16 = new int16_t[nv16 * L16];
+  const int8_t* base[bdn::kMaxTaps];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = task % a.C;
+    const float* xp = a.x + task * HW;
+    const float t = a.thr ? a.thr[task] : 0.f;
+    for (int64_t q = 0; q < 2 * plane; ++q) sp[q] = 0;
+    double asum = 0.0;
+    for (int64_t y = 0; y < a.H; ++y) {
+      const float* xr = xp + y * a.W;
+      int8_t* sr = sp + (y + a.ph) * a.Wp + a.pw;
+      int8_t* nr = nsp + (y + a.ph) * a.Wp + a.pw;
+      float part[16] = {};
+      int64_t x = 0;
+      for (; x + 16 <= a.W; x += 16)
+        for (int q = 0; q < 16; ++q) {
+          const float v = xr[x + q] - t;
+          sr[x + q] = v >= 0.f ? 1 : -1;
+          nr[x + q] = v >= 0.f ? -1 : 1;
+          part[q] += v < 0.f ? -v : v;
+        }
+      for (; x < a.W; ++x) {
+        const float v = xr[x] - t;
+        sr[x] = v >= 0.f ? 1 : -1;
+        nr[x] = v >= 0.f ? -1 : 1;
+        part[0] += v < 0.f ? -v : v;
+      }
+      for (int q = 0; q < 16; ++q) asum += part[q];
+    }
+    const float cs = a.scale_in ? a.scale_in[task]
+                     : a.dab_a ? __builtin_expf(a.dab_a[c] * (static_cast<float>(asum / HW) - 1.0f)) : 1.f;
+    if (a.ch_scale) a.ch_scale[task] = cs;
+    const float s = a.out_scale ? a.out_scale[c] : 1.f, b = a.out_bias ? a.out_bias[c] : 0.f;
+    const int8_t* wc = a.w + c * T;
+    for (int64_t q = 0; q < T; ++q) base[q] = (wc[q] > 0 ? sp : nsp) + (q / a.kw) * a.Wp + q % a.kw;
+    for (int64_t i = 0; i < a.Ho; ++i) {
+      const int64_t off = (task * a.Ho + i) * Wo, r0 = i * a.sh * a.Wp;
+      const float* rp = a.residual ? a.residual + off : nullptr;
+      // stride 1: vector loads along the row; lanes past Wo read the next row or the slack, computed, never stored
+      if (a.sw == 1 && T <= 127) {  // |S| <= 127 fits int8
+        for (int64_t v = 0; v < nv8; ++v) {
+          I8W acc = {};
+          for (int64_t q = 0; q < T; ++q) {
+            I8W r;
+            __builtin_memcpy(&r, base[q] + r0 + v * VB, VB);
+            acc += r;
+          }
+          __builtin_memcpy(acc8 + v * VB, &acc, VB);
+        }
+        dwp_epilogue(acc8, cs, s, b, rp, a.y + off, Wo, a.relu);
+      } else if (a.sw == 1) {
+        for (int64_t v = 0; v < nv16; ++v) {
+          I16V acc = {};
+          for (int64_t q = 0; q < T; ++q) {
+            I8H r;
+            __builtin_memcpy(&r, base[q] + r0 + v * L16, L16);
+            acc += __builtin_convertvector(r, I16V);
+          }
+          __builtin_memcpy(acc16 + v * L16, &acc, VB);
+        }
+        dwp_epilogue(acc16, cs, s, b, rp, a.y + off, Wo, a.relu);
+      } else {
+        for (int64_t j = 0; j < Wo; ++j) {
+          int16_t sum = 0;
+          for (int64_t q = 0; q < T; ++q) sum = static_cast<int16_t>(sum + base[q][r0 + j * a.sw]);
+          acc16[j] = sum;
+        }
+        dwp_epilogue(acc16, cs, s, b, rp, a.y + off, Wo, a.relu);
+      }
+    }
+  }
+  delete[] acc16;
+  delete[] acc8;
+  delete[] sp;
 }

@@ -21,10 +21,12 @@ struct ConvArgs {
   const float* seg_scale;   // [N][G][D] or null (DAB group scales)
   const float* out_scale;   // [O] or null
   const float* out_bias;    // [O] or null
-  const float* residual;    // [N][O][Ho][Wo] or null
+  const float* residual;    // [N][Cr][Ho][Wo] or null (tiled over the output channels)
   float* y;                 // [N][O][Ho][Wo]
   int64_t N, G, O, Og, Ogp, D, Kd, XS, Xplane;  // XS: words per padded pixel; Xplane: offset of plane 1
   int64_t H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw;
+  int64_t relu;             // 1: the epilogue clamps at 0 (a ReLU after the unit, fused)
+  int64_t res_channels;     // residual channels Cr (O % Cr == 0): output channel o adds residual channel o % Cr
 };
 
 // Depthwise conv (groups == C == O) on int8 signs: xs [N][Hp][Wp][Cp] (+1/-1; 0 on the padding and in the
@@ -38,6 +40,24 @@ struct DwArgs {
   const float* residual;
   float* y;
   int64_t N, C, Cp, Hp, Wp, Ho, Wo, kh, kw, sh, sw;
+};
+
+// Depthwise conv (groups == C == O) straight from float activations, one task per (sample, channel) plane:
+// signs s = (x - thr >= 0 ? +1 : -1) into a zero-padded int8 plane, then S = sum over the taps of s * w in int16
+// lanes along the row, and y = (ch_scale * S) * out_scale + out_bias + residual. With dab_a, ch_scale is DAB's
+// exp(a[c] (mean|x - thr| - 1)) of the plane (its statistic taken in the same pass as the signs), else 1.
+struct DwpArgs {
+  const float* x;           // [N][C][H][W]
+  const float* thr;         // [N * C] or null (0)
+  const float* dab_a;       // [C] or null
+  const float* scale_in;    // [N * C] or null: a given scale per plane (grouped DAB), instead of dab_a's
+  const int8_t* w;          // [C][T], +1 / -1
+  const float* out_scale;   // [C] or null
+  const float* out_bias;    // [C] or null
+  const float* residual;    // [N][C][Ho][Wo] or null
+  float* y;                 // [N][C][Ho][Wo]
+  float* ch_scale;          // [N * C] or null: receives the scale used per plane
+  int64_t N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu;
 };
 
 }  // namespace bdn
