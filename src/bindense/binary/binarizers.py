@@ -168,10 +168,17 @@ class DAB(ActivationBinarizer):
         """Grouped scale from ``s``, one per (sample, group): ``(B, n_groups)``, differentiable in ``a`` only."""
         with torch.no_grad():
             per_channel = s.abs().mean(dim=_stat_dims(s, self.channels_last)).flatten(1)  # (B, C)
-            size, channels = self.group_size, per_channel.shape[1]
+        return self.group_alpha_from(per_channel)
+
+    def group_alpha_from(self, per_channel_mean_abs: Tensor) -> Tensor:
+        """Grouped scale ``(B, n_groups)`` from ``mean|s|`` per (sample, channel) ``(B, C)``: the group means of it,
+        through ``exp(a (. - 1))`` (differentiable in ``a`` only)."""
+        with torch.no_grad():
+            size, channels = self.group_size, per_channel_mean_abs.shape[1]
             groups = -(-channels // size)
-            sums = F.pad(per_channel, (0, groups * size - channels)).unflatten(1, (groups, size)).sum(-1)
-            counts = torch.full((groups,), float(size), dtype=s.dtype, device=s.device)
+            padded = F.pad(per_channel_mean_abs, (0, groups * size - channels))
+            sums = padded.unflatten(1, (groups, size)).sum(-1)
+            counts = torch.full((groups,), float(size), dtype=sums.dtype, device=sums.device)
             counts[-1] = channels - (groups - 1) * size
             mean_abs = sums / counts
         return torch.exp(self.a.flatten() * (mean_abs - 1.0))

@@ -10,24 +10,12 @@ with ``S`` the popcount sum of the +-1 activations and weights, ``out_scale`` = 
 activation's scalar scale, ``out_bias`` = BN shift (+ the conv bias through BN) and ``residual`` the unit's
 full-precision bypass (CFB), all fused into the kernel's epilogue. The other layers stay in torch.
 
-How each activation binarizer becomes packed bits (docs/DEPLOY.md, "Native runtime"):
-
-* ``sign``: bits of ``x``; ``rsign``: bits of ``x - (-bias)``; ``bisr``: bits of ``k x + b``.
-* ``adabin``: bits of ``(x - beta) / alpha``; the scalar ``alpha`` folds into ``out_scale``, the offset
-  ``alpha * beta`` (and AdaBin's weight offset) become border-exact correction maps added to the residual.
-* ``dab`` with ``dab_groups``: bits of ``s = x - (k mean(x) + b)`` and one scale per (sample, group), applied by
-  the kernel once per group (``channel_group_size``). Per-channel DAB is a weighted binary conv that no popcount
-  can express: it runs exactly as a torch float conv of DAB's output with the +-1 weights unpacked from the
-  packed storage at each call (the "float path").
-* Depthwise convs take the float path too (exact: the sum has 49 terms of +-1 x +-1 times per-channel scales):
-  torch's depthwise conv measured faster than the packed depthwise kernel, and their weights are kept as 1-bit
-  bytes instead of one 64-bit word per channel and tap.
+How each activation binarizer becomes packed bits: :mod:`bindense.export.inputs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,104 +24,10 @@ from torch import Tensor, nn
 
 from bindense import native
 from bindense.binary import BinaryConv2d, cfb
-from bindense.binary.binarizers import DAB, AdaBinActivation, BiSRActivation, RSign, SignActivation
+from bindense.binary.binarizers import DAB, AdaBinActivation, RSign, SignActivation
 from bindense.export.bits import unpack_signs
+from bindense.export.inputs import INPUTS, BinaryInput, dab_threshold
 from bindense.models.heads import DepthHead, SegHead
-
-
-@dataclass
-class BinaryInput:
-    """A unit input turned into what the kernel takes.
-
-    ``bits``: packed activations; ``scale``: a scalar activation scale (or None); ``group_size`` /
-    ``group_scale``: DAB's scales per (sample, group); ``dense``: the float activation when the unit needs it
-    (per-channel DAB's float path, the AdaBin correction maps).
-    """
-
-    bits: Tensor | None = None
-    scale: Tensor | None = None
-    offset: Tensor | None = None
-    group_size: int | None = None
-    group_scale: Tensor | None = None
-    dense: Tensor | None = None
-
-
-class _Input(nn.Module):
-    """Base of the activation adapters: holds the original binarizer (its parameters) and packs an input."""
-
-    def __init__(self, binarizer: nn.Module) -> None:
-        super().__init__()
-        self.binarizer = binarizer
-
-    def dense(self, x: Tensor) -> Tensor:
-        """The binarized activation exactly as the unpacked model computes it."""
-        return self.binarizer(x)
-
-
-class _SignInput(_Input):
-    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
-        return BinaryInput(bits=native.pack_activations(x), dense=self.dense(x) if need_dense else None)
-
-
-class _RSignInput(_Input):
-    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
-        threshold = self.binarizer.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
-        return BinaryInput(bits=native.pack_activations(x, threshold), dense=self.dense(x) if need_dense else None)
-
-
-class _BiSRInput(_Input):
-    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
-        z = self.binarizer.k * x + self.binarizer.b
-        return BinaryInput(bits=native.pack_activations(z), dense=self.dense(x) if need_dense else None)
-
-
-class _AdaBinInput(_Input):
-    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
-        alpha, beta = self.binarizer.alpha.detach(), self.binarizer.beta.detach()
-        bits = native.pack_activations(((x - beta) / alpha).contiguous())
-        return BinaryInput(bits=bits, scale=alpha, offset=alpha * beta, dense=self.dense(x))
-
-
-def dab_threshold(dab: DAB, x: Tensor) -> Tensor:
-    """DAB's threshold ``k mean(x) + b`` per (sample, channel), [N, C]: ``x - threshold`` is DAB's ``s`` bit for bit
-    (the same ops as :meth:`DAB.centred`), so the packed bits of ``x >= threshold`` are its signs."""
-    n, c = x.shape[:2]
-    return (dab.k * x.mean(dim=(2, 3), keepdim=True) + dab.b).reshape(n, c).contiguous()
-
-
-def dab_group_alpha(dab: DAB, mean_abs: Tensor) -> Tensor:
-    """Grouped DAB's scale [N, groups] from ``mean|s|`` per (sample, channel) [N, C] (as :meth:`DAB.group_alpha`)."""
-    size, channels = dab.group_size, mean_abs.shape[1]
-    groups = -(-channels // size)
-    sums = F.pad(mean_abs, (0, groups * size - channels)).unflatten(1, (groups, size)).sum(-1)
-    counts = torch.full((groups,), float(size), dtype=mean_abs.dtype)
-    counts[-1] = channels - (groups - 1) * size
-    return torch.exp(dab.a.detach().flatten() * (sums / counts - 1.0))
-
-
-class _DABInput(_Input):
-    """Grouped DAB (``dab_groups``); per-channel DAB units take the float path (:attr:`float_path`).
-
-    The threshold is DAB's own (the mean in torch, so the signs are bit-identical); ``mean|s|`` is summed by the
-    packing pass itself instead of materialising ``s`` (equal up to float summation order)."""
-
-    def forward(self, x: Tensor, need_dense: bool) -> BinaryInput:
-        dab: DAB = self.binarizer
-        bits, abs_sums = native.pack_activations_stats(x, dab_threshold(dab, x))
-        scale = dab_group_alpha(dab, abs_sums / (x.shape[2] * x.shape[3])).contiguous()
-        dense = dab(x) if need_dense else None
-        return BinaryInput(bits=bits, group_size=dab.group_size, group_scale=scale, dense=dense)
-
-
-#: activation binarizer type -> its packing adapter
-INPUTS: dict[type[nn.Module], type[_Input]] = {
-    SignActivation: _SignInput,
-    RSign: _RSignInput,
-    BiSRActivation: _BiSRInput,
-    AdaBinActivation: _AdaBinInput,
-    DAB: _DABInput,
-}
-
 
 #: modules whose forward applies their ReLU attribute straight to their unit attribute's output: type -> (unit, relu)
 RELU_AFTER: dict[type[nn.Module], tuple[str, str]] = {SegHead: ("conv", "act"), DepthHead: ("conv", "act")}
@@ -245,7 +139,7 @@ class NativeBinaryConv2d(nn.Module):
     @property
     def channel_group_size(self) -> int | None:
         """DAB's channel group size (grouped DAB), passed to the kernel with the per-group scales."""
-        return self.activation.binarizer.group_size if isinstance(self.activation, _DABInput) else None
+        return self.activation.binarizer.group_size if isinstance(self.activation.binarizer, DAB) else None
 
     def _prepare(self, words: Tensor) -> native.PreparedWeights:
         return native.prepare_weights(words, self.in_channels, self.kernel_size, self.groups, self.channel_group_size)
@@ -336,7 +230,7 @@ class NativeBinaryConv2d(nn.Module):
         elif isinstance(act, DAB):  # grouped: the statistic spans several planes, taken by the packing pass first
             threshold = dab_threshold(act, x)
             _, abs_sums = native.pack_activations_stats(x, threshold)
-            per_group = dab_group_alpha(act, abs_sums / (x.shape[2] * x.shape[3]))
+            per_group = act.group_alpha_from(abs_sums / (x.shape[2] * x.shape[3])).detach()
             channel_scale = per_group.repeat_interleave(act.group_size, dim=1)[:, : self.in_channels]
         signs = unpack_signs(self.w_signs, list(self.weight_shape)).to(torch.int8).mul_(2).sub_(1)
         y, _ = native.sign_depthwise_conv2d(
