@@ -244,6 +244,31 @@ def test_ctrl_c_exits_130_and_prints_the_resume_command(tmp_path, caplog):
     interrupted_run(tmp_path, caplog)
 
 
+class SwallowedCtrlC(Callback):
+    """Ctrl+C whose KeyboardInterrupt Python loses: it lands in a finalizer ("Exception ignored in ...")."""
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.current_epoch == 1 and trainer.global_step % 2 == 1:  # mid-epoch of the second epoch
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, in this block
+                for _ in range(1000):
+                    pass
+            except KeyboardInterrupt:
+                pass  # what Python does with an exception raised inside a weakref callback or __del__
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path, caplog):
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        cfg = compose_config("train", [*TINY, "trainer.max_epochs=3"], tmp_path)
+        with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.WARNING):
+            train(cfg, extra_callbacks=[SwallowedCtrlC()])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert exit_info.value.code == 130
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_the_command_line(tmp_path):
     run = tmp_path / "run"

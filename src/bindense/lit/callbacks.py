@@ -1,7 +1,10 @@
-"""Training callbacks: prediction panels written (and logged) at each evaluation, per-epoch seeding."""
+"""Training callbacks: prediction panels written (and logged) at each evaluation, per-epoch seeding, a Ctrl+C that
+always stops the run."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,3 +136,36 @@ class EpochSeed(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self.seed is not None and batch_idx == 0:
             self._seed_everything(trainer)
+
+
+class InterruptGuard(Callback):
+    """Ctrl+C stops the run even when Python swallows its KeyboardInterrupt.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; inside a finalizer (a weakref callback,
+    ``__del__``) it is printed as "Exception ignored in ..." and lost, and training would go on. The handler
+    installed here also records the key press, and the next batch boundary raises it again, so Lightning's
+    graceful shutdown (and the run's ``interrupted`` status and resume hint) always follow (docs/RELIABILITY.md).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread() and self._previous is None:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def _check(self, *_: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _check

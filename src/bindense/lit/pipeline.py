@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from bindense.lit.callbacks import PredictionPanels
+from bindense.lit.callbacks import InterruptGuard, PredictionPanels
 from bindense.utils.checkpoint import CONFIG_KEY
 from bindense.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from bindense.utils.run import (
@@ -146,6 +146,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> tup
         module = build_module(cfg)
         callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
         callbacks.append(StoreConfig(resolved_container(cfg)))
+        callbacks.append(InterruptGuard())
         check_monitors(cfg, module, callbacks)
         prepare_wandb(cfg)
         loggers = start_wandb(instantiate_loggers(cfg.get("logger")), cfg)
