@@ -12,31 +12,14 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
+from bindense.distill.registry import Registry
+
 FeatureLoss = Callable[[Tensor, Tensor], Tensor]
 
-#: name -> feature loss; filled by :func:`register_feature_loss`
-FEATURE_LOSSES: dict[str, FeatureLoss] = {}
-
-
-def register_feature_loss(name: str) -> Callable[[FeatureLoss], FeatureLoss]:
-    """Decorator: make ``fn(student, teacher) -> loss`` selectable as ``distill.feature_loss=name``."""
-
-    def add(fn: FeatureLoss) -> FeatureLoss:
-        if name in FEATURE_LOSSES:
-            raise ValueError(f"feature loss {name!r} is already registered")
-        FEATURE_LOSSES[name] = fn
-        return fn
-
-    return add
-
-
-def check_feature_loss(name: str) -> str:
-    """``name`` when it is a registered feature loss, else a ValueError listing them."""
-    if name not in FEATURE_LOSSES:
-        raise ValueError(
-            f"unknown feature loss {name!r} (distill.feature_loss); expected one of {sorted(FEATURE_LOSSES)}"
-        )
-    return name
+#: name -> feature loss ``loss(student, teacher)``
+FEATURE_LOSSES: Registry[FeatureLoss] = Registry("feature loss", "distill.feature_loss")
+register_feature_loss = FEATURE_LOSSES.register
+check_feature_loss = FEATURE_LOSSES.check
 
 
 def match_size(teacher: Tensor, student: Tensor) -> Tensor:

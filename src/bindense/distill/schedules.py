@@ -10,31 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from bindense.distill.registry import Registry
+
 Schedule = Callable[[float, float], float]
 
-#: name -> ``schedule(progress, warmup) -> factor``; filled by :func:`register_schedule`
-SCHEDULES: dict[str, Schedule] = {}
-
-
-def register_schedule(name: str) -> Callable[[Schedule], Schedule]:
-    """Decorator: make ``fn(progress, warmup) -> factor`` selectable as ``distill.schedule=name``."""
-
-    def add(fn: Schedule) -> Schedule:
-        if name in SCHEDULES:
-            raise ValueError(f"distillation schedule {name!r} is already registered")
-        SCHEDULES[name] = fn
-        return fn
-
-    return add
-
-
-def check_schedule(name: str) -> str:
-    """``name`` when it is a registered schedule, else a ValueError listing them."""
-    if name not in SCHEDULES:
-        raise ValueError(
-            f"unknown distillation schedule {name!r} (distill.schedule); expected one of {sorted(SCHEDULES)}"
-        )
-    return name
+#: name -> ``schedule(progress, warmup) -> factor``
+SCHEDULES: Registry[Schedule] = Registry("distillation schedule", "distill.schedule")
+register_schedule = SCHEDULES.register
+check_schedule = SCHEDULES.check
 
 
 def schedule_factor(name: str, progress: float, warmup: float = 0.0) -> float:
