@@ -11,13 +11,13 @@ import yaml
 from torch import nn
 
 from bindense.distill import (
+    Distiller,
     attention_transfer,
     load_teacher,
     logit_kd,
     normalized_mse,
 )
 from bindense.lit.dense import DenseLitModule
-from bindense.lit.distill import Distiller, attach_distiller
 from bindense.lit.losses import SegCrossEntropy
 from bindense.models import build_model
 from bindense.utils.checkpoint import CheckpointError
@@ -231,15 +231,41 @@ def test_distiller_points_map_and_errors():
         Distiller(teacher=teacher, mode="bogus")
 
 
-def test_attach_distiller_is_the_wrapper(tmp_path):
+def test_distiller_is_a_constructor_argument(tmp_path):
     path = write_run(tmp_path / "teacher", model_cfg())
     module = lit_module(build_from(model_cfg("bidense")))
-    out = attach_distiller(module=module, cfg=None, teacher_ckpt=str(path), mode="both")
-    assert out is module and module.return_features and isinstance(module.distiller, Distiller)
+    assert module.distiller is None and not module.return_features
+    module = lit_module(build_from(model_cfg("bidense")), distiller=Distiller(teacher_ckpt=str(path), mode="both"))
+    assert module.return_features and isinstance(module.distiller, Distiller)
     _, terms, _ = module.shared_step(batch(), "train")
     assert set(terms) >= {"seg", "depth", "loss/distill"}
     _, terms, _ = module.shared_step(batch(), "val")
     assert "loss/distill" not in terms  # training only
+
+
+def test_build_module_passes_the_hydra_distiller(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from bindense.lit.pipeline import build_module
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    monkeypatch.setenv("PROJECT_ROOT", str(conf.parent))
+    path = write_run(tmp_path / "teacher", model_cfg())
+    overrides = [
+        "experiment=bimtdp_synthetic",
+        "distill=feature",
+        f"distill.teacher_ckpt={path}",
+        "distill.schedule=linear_decay",
+        "distill.weight=0.5",
+    ]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        plain = compose("train", overrides=["experiment=bimtdp_synthetic"])
+    module = build_module(cfg)
+    assert isinstance(module.distiller, Distiller) and module.return_features
+    assert (module.distiller.schedule, module.distiller.weight) == ("linear_decay", 0.5)
+    assert not any(k.startswith("distiller") for k in module.state_dict())
+    assert build_module(plain).distiller is None
 
 
 def test_single_task_dense_module_distills(tmp_path):
@@ -259,8 +285,75 @@ def test_single_task_dense_module_distills(tmp_path):
     kw = {k: v for k, v in cfg.items() if k != "_target_"}
     path = write_run(tmp_path / "teacher", cfg, net=build_model(**kw))
     student = build_model(**{**kw, "method": "bidense"})
-    module = lit_module(student, tasks=("seg",), module_cls=DenseLitModule)
-    attach_distiller(module=module, teacher_ckpt=str(path), feature_points=["backbone.*", "decoder"])
+    distiller = Distiller(teacher_ckpt=str(path), feature_points=["backbone.*", "decoder"])
+    module = lit_module(student, tasks=("seg",), module_cls=DenseLitModule, distiller=distiller)
     _, terms, total = module.shared_step(batch(("seg",)), "train")
     assert "loss/distill" in terms
     assert float(total.detach()) == pytest.approx(float((terms["seg"] + terms["loss/distill"]).detach()), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- registries and schedule
+def test_feature_loss_registry_selects_by_name():
+    from bindense.distill import FEATURE_LOSSES, feature_loss, register_feature_loss
+
+    assert {"mse", "at"} <= set(FEATURE_LOSSES)
+    s, t = torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)
+
+    @register_feature_loss("toy_l1")
+    def toy_l1(student, teacher):
+        return (student - teacher).abs().mean()
+
+    try:
+        assert float(feature_loss(s, t, "toy_l1")) == 1.0
+        teacher = build_from(model_cfg())
+        x = batch()["image"]
+        outs, feats = build_from(model_cfg("bidense"))(x, return_features=True)
+        d = Distiller(teacher=teacher, feature_points=["backbone.stage1"], feature_loss="toy_l1", weight=2.0)
+        expected = (feats["backbone.stage1"] - teacher(x, return_features=True)[1]["backbone.stage1"]).abs().mean()
+        got = d(x, feats, outs)["loss/distill"].detach()
+        assert float(got) == pytest.approx(2.0 * float(expected.detach()), rel=1e-5)
+        with pytest.raises(ValueError, match="already registered"):
+            register_feature_loss("toy_l1")(toy_l1)
+    finally:
+        FEATURE_LOSSES.pop("toy_l1")
+    with pytest.raises(ValueError, match=r"distill.feature_loss\); registered: mse, at"):
+        Distiller(teacher=teacher, feature_loss="toy_l1")
+
+
+@pytest.mark.parametrize(
+    ("name", "warmup", "values"),
+    [
+        ("constant", 0.0, [1.0, 1.0, 1.0, 1.0]),
+        ("linear_decay", 0.0, [1.0, 0.75, 0.5, 0.0]),
+        ("cosine_decay", 0.0, [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, 0.0]),
+        ("warmup", 0.5, [0.0, 0.5, 1.0, 1.0]),
+        ("warmup", 0.0, [1.0, 1.0, 1.0, 1.0]),
+    ],
+)
+def test_schedule_values(name, warmup, values):
+    from bindense.distill import schedule_factor
+
+    got = [schedule_factor(name, p, warmup) for p in (0.0, 0.25, 0.5, 1.0)]
+    assert got == pytest.approx(values)
+    assert schedule_factor(name, 1.5, warmup) == pytest.approx(values[-1])  # progress clamped to [0, 1]
+
+
+def test_schedule_scales_the_loss_and_module_progress():
+    from types import SimpleNamespace
+
+    teacher = build_from(model_cfg())
+    x = batch()["image"]
+    outs, feats = build_from(model_cfg("bidense"))(x, return_features=True)
+    d = Distiller(teacher=teacher, mode="both", schedule="linear_decay", feature_points=["decoder.*"])
+    full = float(d(x, feats, outs, progress=0.0)["loss/distill"].detach())
+    assert full > 0
+    assert float(d(x, feats, outs, progress=0.75)["loss/distill"].detach()) == pytest.approx(0.25 * full, rel=1e-5)
+    assert float(d(x, feats, outs, progress=1.0)["loss/distill"].detach()) == 0.0
+    with pytest.raises(ValueError, match="distill.schedule"):
+        Distiller(teacher=teacher, schedule="bogus")
+    with pytest.raises(ValueError, match="distill.warmup"):
+        Distiller(teacher=teacher, schedule="warmup", warmup=2.0)
+    module = lit_module(build_from(model_cfg("bidense")), distiller=d)
+    assert module.train_progress() == 0.0  # no trainer
+    module._trainer = SimpleNamespace(estimated_stepping_batches=40, global_step=10)
+    assert module.train_progress() == 0.25

@@ -123,7 +123,7 @@ def test_experiment_variants_compose():
     assert cfg.optimized_metric == "val/depth/rmse_pooled_best" and cfg.optimized_mode == "min"
     assert cfg.module.baselines is None
     cfg = compose_cfg("experiment=bimtdp_nyud", "model.vib.enabled=true", "distill=feature", "distill.teacher_ckpt=x")
-    assert cfg.model.vib.enabled and cfg.distill.enabled and cfg.distill.wrapper.teacher_ckpt == "x"
+    assert cfg.model.vib.enabled and cfg.distill.enabled and cfg.distill.distiller.teacher_ckpt == "x"
     cfg = compose_cfg("experiment=bimtdp_pascal", "distill=logit")
     assert cfg.distill.mode == "logit" and list(cfg.distill.logit_tasks) == ["seg"]
     assert cfg.module.metrics.edge.max_dist == 0.0075 and cfg.module.metrics.sal.beta2 == 0.3

@@ -1,8 +1,13 @@
-"""Teacher-student distillation: teacher loading from a bindense checkpoint, feature and logit losses.
+"""Teacher-student distillation in one package (docs/RESEARCH.md).
 
-The LightningModule-side component (:class:`bindense.lit.distill.Distiller`) combines them.
+- :mod:`~bindense.distill.teacher`: load a teacher from a bindense checkpoint and freeze it;
+- :mod:`~bindense.distill.losses`: feature losses registered by name (``mse``, ``at``) and logit KD;
+- :mod:`~bindense.distill.schedules`: weight schedules registered by name;
+- :mod:`~bindense.distill.distiller`: :class:`Distiller`, the loss component a LightningModule takes as its
+  ``distiller`` constructor argument (built by Hydra from ``conf/distill/*.yaml``: ``distill.distiller``).
 """
 
+from bindense.distill.distiller import MODES, Distiller
 from bindense.distill.losses import (
     FEATURE_LOSSES,
     attention_map,
@@ -10,11 +15,16 @@ from bindense.distill.losses import (
     feature_loss,
     logit_kd,
     normalized_mse,
+    register_feature_loss,
 )
+from bindense.distill.schedules import SCHEDULES, register_schedule, schedule_factor
 from bindense.distill.teacher import freeze, is_full_precision, load_teacher
 
 __all__ = [
     "FEATURE_LOSSES",
+    "MODES",
+    "SCHEDULES",
+    "Distiller",
     "attention_map",
     "attention_transfer",
     "feature_loss",
@@ -23,4 +33,7 @@ __all__ = [
     "load_teacher",
     "logit_kd",
     "normalized_mse",
+    "register_feature_loss",
+    "register_schedule",
+    "schedule_factor",
 ]

@@ -1,11 +1,25 @@
-"""Distillation losses: channel-normalised feature MSE, attention transfer, logit KD with temperature."""
+"""Distillation losses, registered by name: feature losses (``distill.feature_loss``) and logit KD.
+
+A feature loss is ``loss(student, teacher) -> scalar`` on two ``(B, C, H, W)`` maps (the teacher is resized to
+the student's spatial size); add one with ``@register_feature_loss("name")`` and select it with
+``distill.feature_loss=name`` (docs/RESEARCH.md).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor
 
-FEATURE_LOSSES = ("mse", "at")
+from bindense.registry import Registry
+
+FeatureLoss = Callable[[Tensor, Tensor], Tensor]
+
+#: name -> feature loss ``loss(student, teacher)``
+FEATURE_LOSSES: Registry[FeatureLoss] = Registry("feature loss", "distill.feature_loss")
+register_feature_loss = FEATURE_LOSSES.register
+check_feature_loss = FEATURE_LOSSES.resolve
 
 
 def match_size(teacher: Tensor, student: Tensor) -> Tensor:
@@ -15,6 +29,7 @@ def match_size(teacher: Tensor, student: Tensor) -> Tensor:
     return F.interpolate(teacher, size=student.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@register_feature_loss("mse")
 def normalized_mse(student: Tensor, teacher: Tensor, eps: float = 1e-6) -> Tensor:
     """MSE between per-pixel channel-normalised features: mean over pixels of ``||s/|s| - t/|t|||^2``.
 
@@ -36,6 +51,7 @@ def attention_map(feature: Tensor, p: float = 2.0, eps: float = 1e-6) -> Tensor:
     return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1, eps=eps)
 
 
+@register_feature_loss("at")
 def attention_transfer(student: Tensor, teacher: Tensor, p: float = 2.0) -> Tensor:
     """Attention transfer: mean over samples of ``||A(s) - A(t)||^2`` (channel counts may differ)."""
     teacher = match_size(teacher, student)
@@ -43,12 +59,8 @@ def attention_transfer(student: Tensor, teacher: Tensor, p: float = 2.0) -> Tens
 
 
 def feature_loss(student: Tensor, teacher: Tensor, kind: str = "mse") -> Tensor:
-    """Feature distillation loss by name: ``mse`` (channel-normalised) or ``at`` (attention transfer)."""
-    if kind == "mse":
-        return normalized_mse(student, teacher)
-    if kind == "at":
-        return attention_transfer(student, teacher)
-    raise ValueError(f"unknown feature loss {kind!r}; expected one of {FEATURE_LOSSES}")
+    """The registered feature loss ``kind`` of (student, teacher)."""
+    return FEATURE_LOSSES[check_feature_loss(kind)](student, teacher)
 
 
 def logit_kd(student: Tensor, teacher: Tensor, temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
@@ -74,8 +86,10 @@ __all__ = [
     "FEATURE_LOSSES",
     "attention_map",
     "attention_transfer",
+    "check_feature_loss",
     "feature_loss",
     "logit_kd",
     "match_size",
     "normalized_mse",
+    "register_feature_loss",
 ]

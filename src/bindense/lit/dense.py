@@ -7,9 +7,13 @@ instance per stage (``val`` and ``test``). Logged keys: ``train/loss`` (per step
 metric ``val/<task>/<main>_best`` (what checkpointing and sweepers follow; kept in checkpoints). Every
 ``train/...`` loss term is also averaged per epoch as ``train/..._epoch``.
 
-Extension points for subclasses and wrappers (multi-task, distillation):
+Teacher-student distillation: the optional ``distiller`` constructor argument (a
+:class:`bindense.distill.Distiller`, built by Hydra from ``conf/distill``); its loss is added in training.
 
-- ``return_features``: set True and ``forward_step`` calls ``net(x, return_features=True)``;
+Extension points for subclasses (multi-task):
+
+- ``return_features``: set True and ``forward_step`` calls ``net(x, return_features=True)`` (True with a
+  distiller);
 - ``extra_losses(batch, outputs, features, stage)``: more named loss terms (a KL, a distillation loss),
   added unweighted to the total and logged as ``stage/<name>``;
 - ``prediction(task, output, target)``: the output as the task's metric wants it (resized, arg-maxed);
@@ -55,6 +59,8 @@ class DenseLitModule(LightningModule):
         scheduler_interval: ``"step"`` or ``"epoch"``.
         loss_weights: ``{task: weight}``, default 1 for each task.
         metrics: ``{task: kwargs of bindense.metrics.task_metrics}`` (``protocol`` selects the depth one).
+        distiller: optional teacher-student loss ``distiller(images, features, outputs, progress) ->
+            {name: loss}`` (:class:`bindense.distill.Distiller`), added in training only.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class DenseLitModule(LightningModule):
         scheduler_interval: str = "step",
         loss_weights: Mapping[str, float] | None = None,
         metrics: Mapping[str, Mapping[str, Any]] | None = None,
+        distiller: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.tasks = list(tasks)
@@ -96,9 +103,8 @@ class DenseLitModule(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.return_features = False
-        # teacher-student distillation, set by bindense.lit.distill.attach_distiller (distill=feature|logit)
-        self.distiller: nn.Module | None = None
+        self.distiller = distiller
+        self.return_features = distiller is not None
 
         self.main_keys = {t: main_metric(t, metric_kwargs[t].get("protocol")) for t in self.tasks}
         self.metrics = nn.ModuleDict(
@@ -119,10 +125,18 @@ class DenseLitModule(LightningModule):
     def extra_losses(
         self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor], features: Any, stage: str
     ) -> dict[str, torch.Tensor]:
-        """Additional named loss terms (already weighted): the distillation loss in training, if attached."""
+        """Additional named loss terms (already weighted): the distillation loss in training, if any."""
         if self.distiller is None or stage != "train":
             return {}
-        return self.distiller(batch["image"], features, outputs)
+        return self.distiller(batch["image"], features, outputs, progress=self.train_progress())
+
+    def train_progress(self) -> float:
+        """Optimizer steps done / total steps of the fit in [0, 1] (0 outside a trainer)."""
+        trainer = self._trainer
+        total = trainer.estimated_stepping_batches if trainer is not None else 0
+        if not total or total == float("inf"):
+            return 0.0
+        return min(1.0, self.global_step / total)
 
     def epoch_end_metrics(self, stage: str, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Metrics derived from ``{"task/metric": value}`` at the end of an evaluation epoch; none here."""

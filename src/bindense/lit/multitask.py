@@ -7,8 +7,9 @@
   (the raw KL as ``<stage>/vib_kl``; evaluation losses are the task losses only);
 - ``mtl/delta_m`` against single-task ``baselines`` (``{"task/metric": value}`` in the metrics' units) at
   the end of each evaluation epoch, with its running best ``val/mtl/delta_m_best``;
-- a teacher-student ``distiller`` (see :mod:`bindense.lit.distill`) whose terms it adds in training when the
-  base module does not already do so.
+- edge / saliency logits passed through a sigmoid before their metrics;
+- the optional teacher-student ``distiller`` of the base module (a constructor argument, see
+  :mod:`bindense.distill`), whose loss is added in training.
 """
 
 from __future__ import annotations
@@ -117,12 +118,9 @@ class MultiTaskLitModule(DenseLitModule):
             raise ValueError(f"delta_m baselines name tasks {unknown} that are not trained ({tasks})")
         # read by best_metrics() during the base constructor
         self._delta = MultiTaskDelta(baselines) if baselines else None
-        super().__init__(net, tasks, losses, optimizer, scheduler, scheduler_interval, loss_weights, metrics)
+        super().__init__(net, tasks, losses, optimizer, scheduler, scheduler_interval, loss_weights, metrics, distiller)
         self.hparams.update({"vib_beta": float(vib_beta), "baselines": baselines})
         self.vib_beta = float(vib_beta)
-        if distiller is not None:
-            self.distiller = distiller
-            self.return_features = True
 
     # ----------------------------------------------------------------------------- extension points
     def best_metrics(self) -> dict[str, str]:

@@ -58,19 +58,20 @@ def build_datamodule(cfg: DictConfig, stage: str = "fit") -> L.LightningDataModu
 
 
 def build_module(cfg: DictConfig) -> LightningModule:
-    """The net (``cfg.model``) inside its LightningModule (``cfg.module``), optionally distillation-wrapped.
+    """The net (``cfg.model``) inside its LightningModule (``cfg.module``), with its distiller if any.
 
-    A ``distill`` config with ``enabled: true`` provides ``wrapper``: a partial called as
-    ``wrapper(module=module, cfg=cfg)`` that returns the LightningModule to train.
+    A ``distill`` config with ``enabled: true`` provides ``distiller`` (a Hydra node, e.g.
+    :class:`bindense.distill.Distiller`); it is instantiated and passed as the module's ``distiller``
+    constructor argument.
     """
     net = hydra.utils.instantiate(cfg.model)
-    module = hydra.utils.instantiate(cfg.module, net=net)
     distill = cfg.get("distill") or {}
-    if distill.get("enabled"):
-        if distill.get("wrapper") is None:
-            raise ConfigError("distill.enabled is true but distill.wrapper is not set")
-        module = hydra.utils.instantiate(distill.wrapper)(module=module, cfg=cfg)
-    return module
+    if not distill.get("enabled"):
+        return hydra.utils.instantiate(cfg.module, net=net)
+    if distill.get("distiller") is None:
+        raise ConfigError("distill.enabled is true but distill.distiller is not set (see conf/distill/feature.yaml)")
+    distiller = hydra.utils.instantiate(distill.distiller, _convert_="all")
+    return hydra.utils.instantiate(cfg.module, net=net, distiller=distiller)
 
 
 class StoreConfig(Callback):

@@ -1,33 +1,35 @@
-"""Teacher-student distillation as a component any LightningModule calls (single- or multi-task).
+"""Teacher-student distillation as a component any LightningModule takes (single- or multi-task).
 
-``Distiller(images, student_features, student_outputs) -> {"loss/distill": weighted loss}``:
+``Distiller(images, student_features, student_outputs, progress) -> {"loss/distill": weighted loss}``:
 
-- ``mode="feature"``: the loss on named feature points (``backbone.stage1..4``, ``decoder`` or
+- ``mode="feature"``: a registered feature loss (:mod:`bindense.distill.losses`: ``mse`` channel-normalised,
+  ``at`` attention transfer) on named feature points (``backbone.stage1..4``, ``decoder`` or
   ``decoder.<task>``, ``vib.stageK``, ...; globs allowed) between the student and a frozen full-precision
-  teacher, channel-normalised MSE (``feature_loss="mse"``) or attention transfer (``"at"``), averaged over
-  the points, times ``weight``;
+  teacher, averaged over the points, times ``weight``;
 - ``mode="logit"``: ``T^2 KL(teacher || student)`` on the logits of ``logit_tasks`` (segmentation by
   default) with temperature ``T``, times ``logit_weight``;
 - ``mode="both"``: the sum.
 
+Both weights are multiplied by a registered schedule of the training progress
+(:mod:`bindense.distill.schedules`; ``constant`` by default).
+
 The teacher is held outside the module tree: it is not in ``state_dict()`` (student checkpoints stay small),
 not in ``parameters()`` (never optimised), untouched by ``.train()`` (always eval) and moved with the module
-by ``.to()``. It runs under ``torch.no_grad()``.
-
-:func:`attach_distiller` is the ``distill.wrapper`` of conf/distill/*.yaml: it gives a module its distiller.
+by ``.to()``. It runs under ``torch.no_grad()``. conf/distill/*.yaml build it (``distill.distiller``) and
+``bindense.lit.pipeline.build_module`` passes it to the LightningModule's constructor.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bindense.distill.losses import FEATURE_LOSSES, feature_loss, logit_kd
-from bindense.distill.teacher import load_teacher
+from bindense.distill.losses import check_feature_loss, feature_loss, logit_kd
+from bindense.distill.schedules import check_schedule, schedule_factor
+from bindense.distill.teacher import freeze, load_teacher
 
 MODES = ("feature", "logit", "both")
 
@@ -36,16 +38,17 @@ class Distiller(nn.Module):
     """Distillation loss from a frozen teacher (see the module docstring).
 
     Args:
-        teacher: a frozen net ``teacher(x, return_features=True) -> (outputs, features)``, or None to load
-            it from ``teacher_ckpt`` (a checkpoint of this project, see :func:`load_teacher`).
+        teacher: a net ``teacher(x, return_features=True) -> (outputs, features)`` (frozen here), or None to
+            load it from ``teacher_ckpt`` (a checkpoint of this project, see :func:`load_teacher`).
         teacher_ckpt / teacher_config: checkpoint path and optional run config path of the teacher.
         mode: ``feature | logit | both``.
         weight: weight of the feature loss.
         feature_points: student feature names or globs (matched against the student's feature names).
         feature_map: ``{student name: teacher name}`` for points named differently in the teacher (e.g.
             ``vib.stage4: backbone.stage4``); others use the same name.
-        feature_loss: ``mse`` (channel-normalised) or ``at`` (attention transfer).
+        feature_loss: a registered feature loss (``mse``, ``at``).
         logit_weight / temperature / logit_tasks: logit KD settings.
+        schedule / warmup: registered weight schedule and its warm-up fraction.
         require_full_precision: refuse a teacher with binary units.
     """
 
@@ -62,20 +65,23 @@ class Distiller(nn.Module):
         logit_weight: float = 1.0,
         temperature: float = 1.0,
         logit_tasks: Sequence[str] = ("seg",),
+        schedule: str = "constant",
+        warmup: float = 0.0,
         require_full_precision: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"unknown distillation mode {mode!r}; expected one of {MODES}")
-        if feature_loss not in FEATURE_LOSSES:
-            raise ValueError(f"unknown feature loss {feature_loss!r}; expected one of {FEATURE_LOSSES}")
+            raise ValueError(f"unknown distillation mode {mode!r} (distill.mode); expected one of {MODES}")
+        check_feature_loss(feature_loss)
+        check_schedule(schedule)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= warmup <= 1.0:
+            raise ValueError(f"distill.warmup is a fraction of training in [0, 1], got {warmup}")
         if teacher is None:
-            teacher, _ = load_teacher(teacher_ckpt, teacher_config, require_full_precision)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+            teacher, _ = load_teacher(teacher_ckpt, teacher_config, require_full_precision)  # frozen
+        else:
+            teacher = freeze(teacher)
         object.__setattr__(self, "_teacher", teacher)  # not a registered child (see module docstring)
         self.mode = mode
         self.weight = float(weight)
@@ -85,6 +91,8 @@ class Distiller(nn.Module):
         self.logit_weight = float(logit_weight)
         self.temperature = float(temperature)
         self.logit_tasks = list(logit_tasks)
+        self.schedule = schedule
+        self.warmup = float(warmup)
         self._resolved: dict[str, str] | None = None
         self.last_terms: dict[str, float] = {}
 
@@ -107,7 +115,7 @@ class Distiller(nn.Module):
         return (
             f"mode={self.mode}, teacher={type(self._teacher).__name__}, points={self.feature_points}, "
             f"feature_loss={self.feature_loss}, weight={self.weight}, logit_tasks={self.logit_tasks}, "
-            f"T={self.temperature}"
+            f"T={self.temperature}, schedule={self.schedule}"
         )
 
     @property
@@ -141,14 +149,23 @@ class Distiller(nn.Module):
                 )
         return pairs
 
+    def factor(self, progress: float) -> float:
+        """The schedule's weight factor at training progress ``progress`` in [0, 1]."""
+        return schedule_factor(self.schedule, progress, self.warmup)
+
     def forward(
-        self, images: Tensor, student_features: Mapping[str, Tensor] | None, student_outputs: Mapping[str, Tensor]
+        self,
+        images: Tensor,
+        student_features: Mapping[str, Tensor] | None,
+        student_outputs: Mapping[str, Tensor],
+        progress: float = 0.0,
     ) -> dict[str, Tensor]:
         if self._teacher.training:
             self._teacher.eval()
         with torch.no_grad():
             t_outputs, t_features = self._teacher(images, return_features=True)
         total = images.new_zeros(())
+        factor = self.factor(progress)
         self.last_terms = {}
         if self.uses_features:
             if student_features is None:
@@ -160,7 +177,7 @@ class Distiller(nn.Module):
                 value = feature_loss(student_features[s], t_features[t].detach(), self.feature_loss)
                 self.last_terms[f"feature/{s}"] = float(value.detach())
                 losses.append(value)
-            total = total + self.weight * torch.stack(losses).mean()
+            total = total + factor * self.weight * torch.stack(losses).mean()
         if self.mode in ("logit", "both"):
             kd = []
             for task in self.logit_tasks:
@@ -172,17 +189,8 @@ class Distiller(nn.Module):
                 value = logit_kd(student_outputs[task], t_outputs[task].detach(), self.temperature)
                 self.last_terms[f"logit/{task}"] = float(value.detach())
                 kd.append(value)
-            total = total + self.logit_weight * torch.stack(kd).mean()
+            total = total + factor * self.logit_weight * torch.stack(kd).mean()
         return {"loss/distill": total}
 
 
-def attach_distiller(module: Any, cfg: Any = None, **kwargs: Any) -> Any:
-    """``distill.wrapper``: give ``module`` a :class:`Distiller` (built from ``kwargs``) and return it.
-
-    The module then runs its net with ``return_features=True`` and adds ``distiller(...)`` terms to the
-    training loss (``train/loss/distill``). ``cfg`` (the run config) is accepted for the wrapper signature.
-    """
-    distiller = kwargs.pop("distiller", None) or Distiller(**kwargs)
-    module.distiller = distiller
-    module.return_features = True
-    return module
+__all__ = ["MODES", "Distiller"]
