@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: ``python eval.py experiment=<as trained> ckpt_path=<run>/checkpoints/<file>.ckpt``.
 
 Writes ``metrics.json`` (and a prediction panel) in the eval run directory; ``split=test`` uses the
-datamodule's test split. See README.md.
+datamodule's test split. See docs/USAGE.md#evaluation.
 """
 
 from __future__ import annotations

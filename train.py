@@ -1,7 +1,7 @@
 """Train a dense-prediction model: ``python train.py [experiment=...] [group=option ...] [key=value ...]``.
 
 With no arguments: BiDense (nano UperNet) on the synthetic scenes, on CPU, in a few minutes.
-``python train.py -m ...`` runs a Hydra multirun sweep (one W&B group per sweep). See README.md.
+``python train.py -m ...`` runs a Hydra multirun sweep (one W&B group per sweep). See docs/USAGE.md.
 """
 
 from __future__ import annotations

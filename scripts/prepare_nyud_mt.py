@@ -1,6 +1,6 @@
 """Convert the official labelled NYUv2 file into the NYUD-MT layout read by ``conf/data/nyud_mt.yaml``.
 
-Inputs (official sources, see README.md):
+Inputs (official sources, see docs/DATA.md#nyud-v2-multi-task):
   nyu_depth_v2_labeled.mat   https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (labelled dataset, 2.8 GB)
   splits.mat                 the official 795 / 654 split (same page)
   classMapping40.mat         the 894 -> 40 class mapping of Gupta et al. (mapClass), or a .npy / .txt of 894 ints

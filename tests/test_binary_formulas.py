@@ -1,4 +1,4 @@
-"""Binarizers and binary units against the closed forms of PAPERS.md 1-2, on random inputs."""
+"""Binarizers and binary units against the closed forms of docs/METHODS.md#1-units, on random inputs."""
 
 from __future__ import annotations
 

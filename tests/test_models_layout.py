@@ -1,4 +1,4 @@
-"""Layouts against LAYOUTS.md / PAPERS.md: Table 1 parameter counts, per-block counts, FPN wiring, checkpoints."""
+"""Layouts against docs/ARCHITECTURES.md: Table 1 parameter counts, per-block counts, FPN wiring, checkpoints."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def tiny_upernet(name: str) -> nn.Module:
     "name,paper,honest",
     [
         ("fp32", 40_020_158, 40_020_158),  # Table 1 "ConvNeXt*" 40,020K
-        ("fp32_scratch", 40_022_981, 40_022_981),  # Table 1 "ConvNeXt" 40,023K (LAYOUTS.md note 13)
+        ("fp32_scratch", 40_022_981, 40_022_981),  # Table 1 "ConvNeXt" 40,023K (docs/ARCHITECTURES.md#43-fp32_scratch)
         ("bidense", 1_625_946, 1_625_946 + 18_724),  # Table 1 BiDense 1,626K; honest: final conv fp
     ],
 )
@@ -59,12 +59,13 @@ def fp_state(module: nn.Module) -> tuple[int, int]:
     "name,block_cls,fp_formula",
     [
         ("bnn", BNNBlock, lambda d: 30 * d + 3),  # biases d + 4d + d, BN 4d+1 + 16d+1 + 4d+1
-        ("reactnet", BNNBlock, lambda d: 38 * d + 3),  # LAYOUTS 4.5 (move d + d + 4d, LB+PReLU 8d)
-        ("adabin", BNNBlock, lambda d: 32 * d + 9),  # LAYOUTS 4.6
+        # docs/ARCHITECTURES.md#45-reactnet (move d + d + 4d, LB+PReLU 8d)
+        ("reactnet", BNNBlock, lambda d: 38 * d + 3),
+        ("adabin", BNNBlock, lambda d: 32 * d + 9),  # docs/ARCHITECTURES.md#46-adabin
         ("bisrnet", BNNBlock, lambda d: 44 * d + 6),  # binarizer 2Cin+1 per conv
-        ("cfb_only", BiDenseBlock, lambda d: 38 * d + 3),  # LAYOUTS 4.8
-        ("bidense", BiDenseBlock, lambda d: 50 * d + 3),  # DAB 3Cin per unit (LAYOUTS 3.7)
-        ("fp32", OriginalBlock, lambda d: 8 * d * d + 58 * d),  # LAYOUTS 4.1
+        ("cfb_only", BiDenseBlock, lambda d: 38 * d + 3),  # docs/ARCHITECTURES.md#48-cfb
+        ("bidense", BiDenseBlock, lambda d: 50 * d + 3),  # DAB 3Cin per unit (docs/ARCHITECTURES.md#37-bidense-unit)
+        ("fp32", OriginalBlock, lambda d: 8 * d * d + 58 * d),  # docs/ARCHITECTURES.md#41-fp32
     ],
 )
 def test_block_counts(name: str, block_cls: type, fp_formula) -> None:
@@ -81,7 +82,7 @@ def test_block_counts(name: str, block_cls: type, fp_formula) -> None:
 def test_bisr_downsampler() -> None:
     c = 8
     down = BiSRDown(spec("bisrnet"), c)
-    assert fp_state(down) == (10 * c + 2, 18 * c * c)  # LAYOUTS 3.4
+    assert fp_state(down) == (10 * c + 2, 18 * c * c)  # docs/ARCHITECTURES.md#34-bisr-unit-and-down-sampler
     x = torch.randn(2, c, 6, 6)
     assert down(x).shape == (2, 2 * c, 3, 3)
 

@@ -10,7 +10,7 @@ For a model and an input size (one image):
   ``macs(inputs, output)`` method (the ViT attention matmuls). A MAC is binary (a BOP) when the op's
   ``input_bits`` and ``weight_bits`` are both 1; every other MAC is a FLOP. ``OPs = FLOPs + BOPs / 64``.
   Elementwise work (norms, activations, binarizer statistics, pooling, resizing, softmax) is not counted.
-- the paper rule of PAPERS.md 3: every full-precision ``state_dict`` entry (shared modules once per
+- the paper rule of docs/COMPLEXITY.md#paper-rule: every full-precision ``state_dict`` entry (shared modules once per
   position, BN buffers included) + binary weights / 32, with the final prediction conv weight counted as
   binary in binary models; ``paper_params_honest`` counts that weight as full precision.
 
@@ -146,7 +146,7 @@ def _counts_macs(module: nn.Module) -> bool:
 
 
 def paper_rule_params(model: nn.Module) -> tuple[float, float]:
-    """(paper rule, honest) parameter counts of PAPERS.md 3, walking modules like ``state_dict`` does.
+    """(paper rule, honest) parameter counts of docs/COMPLEXITY.md#paper-rule, walking modules like ``state_dict`` does.
 
     Shared modules count once per position; BN buffers count; binary weights count 1/32. In the paper rule
     a module flagged ``paper_rule_binary`` (the final prediction conv) has its weight counted binary when the

@@ -1,6 +1,6 @@
 """Binary units (conv, transposed conv, linear), the CFB bypass and the small activations of the baselines.
 
-A unit is ``norm(op(weight_binarizer(W), activation_binarizer(x))) + bypass(x)`` (PAPERS.md 1): the norm is
+A unit is ``norm(op(weight_binarizer(W), activation_binarizer(x))) + bypass(x)`` (docs/METHODS.md#1-units): the norm is
 a BatchNorm after the op (optional), the bypass the parameter-free channel-adaptive full-precision bypass
 :func:`cfb` of the raw input, resampled to the output resolution when the unit changes it (average pool
 with the unit's kernel/stride/padding when downsampling, nearest upsampling for transposed convs).
@@ -24,7 +24,7 @@ _FUSED_WEIGHTS: dict[type, str] = {FullPrecision: "fp32", SignWeight: "sign", Sc
 
 
 def cfb(x: Tensor, out_channels: int) -> Tensor:
-    """Channel-adaptive full-precision bypass (PAPERS.md 1.3), parameter-free, on ``(B, C_in, ...)``.
+    """Channel-adaptive full-precision bypass (docs/METHODS.md#13-cfb-bypass), parameter-free, on ``(B, C_in, ...)``.
 
     With ``out_channels = r * C_in + m``: ``r`` tiled copies of ``x``, then ``m`` merged channels, where for
     ``G = C_in // m`` merged channel ``j < m - 1`` is the mean over ``g < G`` of ``x[:, g * (m - 1) + j]`` and

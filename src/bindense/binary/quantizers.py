@@ -181,7 +181,8 @@ class DABFunction(torch.autograd.Function):
     """Distribution-adaptive binarizer (BiDense), fused.
 
     ``s = x - (k * mean(x) + b)``, ``alpha = exp(a * (mean|s| - 1))``, output ``alpha * sign(s)``; both means are
-    over ``dims`` (the spatial/token axes) and detached. Gradients are the closed forms of PAPERS.md 1.1.
+    over ``dims`` (the spatial/token axes) and detached. Gradients are the closed forms of
+    docs/METHODS.md#11-activation-binarizers.
     Saved for backward: ``s`` and the output (which the following conv/linear saves anyway, so it shares that
     storage) plus per-(sample, channel) statistics; no masks, and no ``torch.where`` (slow on CPU).
     """

@@ -1,4 +1,4 @@
-"""Naive reference binarizers: the formulas of PAPERS.md composed from elementary torch ops.
+"""Naive reference binarizers: the formulas of docs/METHODS.md composed from elementary torch ops.
 
 They keep the detach trick of the original implementations (``forward.detach() - surrogate.detach() +
 surrogate``), so autograd materialises every intermediate (masks, polynomial pieces, clipped copies).

@@ -4,7 +4,7 @@ The labelled file is MATLAB v7.3 (HDF5). MATLAB stores arrays column-major, so h
 reversed: ``images`` (N, 3, W, H) uint8, ``depths`` (N, W, H) float32 metres, ``labels`` (N, W, H) uint16
 (894 classes, 0 = unlabelled). We transpose each sample back to (H, W[, 3]).
 
-Derived targets (our choices, documented in README.md):
+Derived targets (our choices, documented in docs/DATA.md#nyud-v2-multi-task):
 - 40-class labels through Gupta et al.'s ``classMapping40.mat`` (``mapClass``: 894 -> 1..40; 0 stays 0),
 - normals from the depth map: back-projection with the NYUv2 colour intrinsics, cross product of the
   central differences of the point cloud (after a small box blur of the depth), oriented to the camera,

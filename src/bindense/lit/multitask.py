@@ -1,4 +1,5 @@
-"""Multi-task training (Bi-MTDP, PAPERS.md 5): task losses, VIB KL term, delta_m, distillation hook.
+"""Multi-task training (Bi-MTDP, docs/MULTITASK.md#1-the-paper-and-our-choices): task losses, VIB KL term, delta_m,
+distillation hook.
 
 :class:`MultiTaskLitModule` is :class:`~bindense.lit.dense.DenseLitModule` with
 

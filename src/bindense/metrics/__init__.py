@@ -1,7 +1,7 @@
 """torchmetrics Metrics for every task, the multi-task delta_m, and the task -> metric factory.
 
 Every ``compute()`` returns a dict of scalar tensors; states are tensors reduced by sum under DDP.
-Protocols and approximations are described in README.md.
+Protocols and approximations are described in docs/METRICS.md.
 """
 
 from bindense.metrics.depth import DEPTH_KEYS, DepthMetrics, PooledDepthRMSE, crop_mask

@@ -3,7 +3,8 @@
 ``image -> backbone -> [VIB] -> decoder (shared, or one per task) -> [cross-task module] -> upsample -> heads``.
 
 A single-task or BiDense model shares one decoder between its heads; the Bi-MTDP multi-task model
-(PAPERS.md 5) gives each task its own decoder (``shared_decoder=False``) and may add the VIB and the
+(docs/MULTITASK.md#1-the-paper-and-our-choices) gives each task its own decoder (``shared_decoder=False``) and may add
+the VIB and the
 cross-task module. Every conv is built by the method spec (binary or full precision), so any method preset
 gives a model; the final 1x1 of each head is full precision. The heads are those the tasks declare
 (:mod:`bindense.tasks`, :func:`bindense.models.heads.make_head`).

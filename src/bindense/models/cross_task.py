@@ -1,4 +1,5 @@
-"""Cross-task distillation module (PAD-Net style; Bi-MTDP-C binarizes it), PAPERS.md 5.
+"""Cross-task distillation module (PAD-Net style; Bi-MTDP-C binarizes it),
+docs/MULTITASK.md#1-the-paper-and-our-choices.
 
 For every task ``t``: ``f_t' = f_t + sum_{a != t} message_{t<-a}(f_a) * sigmoid(gate_{t<-a}(f_a))``, where
 message and gate are convs built by the given factory (the method's binary unit in the "-C" variant, full

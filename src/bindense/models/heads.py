@@ -1,15 +1,16 @@
-"""Task heads (PAPERS.md 2.1), run at full input resolution on the upsampled neck map.
+"""Task heads (docs/ARCHITECTURES.md#2-the-upernet-dataflow), run at full input resolution on the upsampled neck map.
 
 One factory, :func:`make_head`, builds the head a task declares (``Task.head``, :mod:`bindense.tasks`):
 
 - ``logits`` (seg / parts): conv3x3 unit (no bias, with BN) -> ReLU -> full-precision 1x1 -> ``(B, K, H, W)``.
 - ``scaled_sigmoid`` (depth): conv3x3 unit -> ReLU -> full-precision 1x1 -> sigmoid, times ``max_depth``
-  -> metres ``(B, 1, H, W)``. In the standard fp32 layout the depth conv has a bias and no BN (PAPERS.md 2.2).
+  -> metres ``(B, 1, H, W)``. In the standard fp32 layout the depth conv has a bias and no BN
+  (docs/ARCHITECTURES.md#41-fp32).
 - ``normalized`` (normals): conv3x3 unit -> ReLU -> 1x1 -> unit vectors (L2-normalised over channels).
 - ``linear`` (edge / sal): conv3x3 unit -> ReLU -> 1x1 -> logits (a sigmoid gives the probability).
 
 The final 1x1 is a :class:`PredictionConv`: always full precision; the complexity "paper rule" counts its
-weight as binary in binary models (PAPERS.md 3).
+weight as binary in binary models (docs/COMPLEXITY.md#paper-rule).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bindense.tasks import get_task
 class PredictionConv(nn.Conv2d):
     """Full-precision final 1x1 prediction conv (with bias)."""
 
-    paper_rule_binary = True  # PAPERS.md 3: the paper's count treats this weight as binary
+    paper_rule_binary = True  # docs/COMPLEXITY.md#paper-rule: the paper's count treats this weight as binary
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 1, bias=True)

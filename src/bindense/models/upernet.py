@@ -1,4 +1,4 @@
-"""UperNet decoder of BiDense (PAPERS.md 2.1, LAYOUTS.md 2): pyramid pooling + non-cascaded FPN + neck.
+"""UperNet decoder of BiDense (docs/ARCHITECTURES.md#2-the-upernet-dataflow): pyramid pooling + non-cascaded FPN + neck.
 
 Dataflow for features C1..C4 (strides 4..32):
 

@@ -1,4 +1,4 @@
-"""Variational information bottleneck (Bi-MTDP, PAPERS.md 5) on backbone features.
+"""Variational information bottleneck (Bi-MTDP, docs/MULTITASK.md#1-the-paper-and-our-choices) on backbone features.
 
 ``mu = head_mu(x)``, ``logvar = clamp(s * head_logvar(x) + b)``; ``z = mu + exp(logvar / 2) * eps`` while
 training and ``z = mu`` at eval. The KL to the standard normal, averaged per element, is kept on the
