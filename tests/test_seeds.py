@@ -61,6 +61,16 @@ def test_other_differences_are_not_merged(tmp_path):
     assert [len(g["runs"]) for g in groups] == [1, 1] and [g["label"] for g in groups] == ["lr=1", "lr=2"]
 
 
+def test_a_value_spelled_two_ways_is_one_group(tmp_path):
+    """A multirun stores ``model.vib.enabled=False`` where a single run stores ``...=false``: the same value."""
+    fake_run(tmp_path, 0, ["model.vib.enabled=False", "seed=1"], 0.1)
+    fake_run(tmp_path, 1, ["model.vib.enabled=false", "seed=2"], 0.2)
+    fake_run(tmp_path, 2, ["model.vib.enabled=true", "seed=1"], 0.3)
+    groups = group_by_seed([load_run(p) for p in find_runs(tmp_path)])
+    assert [g["label"] for g in groups] == ["model.vib.enabled=false", "model.vib.enabled=true"]
+    assert groups[0]["seeds"] == ["1", "2"]
+
+
 def test_mean_std_edge_cases():
     assert mean_std([2.0]) == (2.0, pytest.approx(math.nan, nan_ok=True), 1)
     assert mean_std([None, float("nan")])[2] == 0

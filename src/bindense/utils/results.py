@@ -102,6 +102,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         complexity = json.loads((run_dir / "complexity.json").read_text())
     config = _read_yaml(run_dir / "config.yaml") or _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
     overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or summary.get("overrides") or []
+    overrides = [canonical_override(o) for o in overrides]
     return {
         "dir": run_dir,
         "name": run_dir.name,
@@ -131,6 +132,14 @@ def load_history(run_dir: str | Path) -> list[dict[str, float]]:
 def panels(run_dir: str | Path) -> list[Path]:
     """The prediction panel PNGs of a run, oldest first."""
     return sorted(Path(run_dir).glob("panels/*.png"))
+
+
+def canonical_override(item: str) -> str:
+    """``key=value`` with a boolean or null value in one spelling: a multirun records ``x=False`` where the same
+    command without a sweep records ``x=false``; both become ``x=false``."""
+    key, sep, value = item.partition("=")
+    canonical = {"true": "true", "false": "false", "null": "null"}.get(value.lower())
+    return f"{key}{sep}{canonical}" if sep and canonical else item
 
 
 def swept_overrides(runs: Sequence[dict[str, Any]]) -> list[str]:
