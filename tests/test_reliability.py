@@ -225,12 +225,12 @@ class InterruptAfterFirstEpoch(Callback):
             raise KeyboardInterrupt
 
 
-def interrupted_run(tmp_path: Path, caplog) -> Path:
+def interrupted_run(tmp_path: Path, caplog, interrupt: Callback | None = None, epochs: int = 2) -> Path:
     handler = signal.getsignal(signal.SIGINT)
     try:
-        cfg = compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path)
+        cfg = compose_config("train", [*TINY, f"trainer.max_epochs={epochs}"], tmp_path)
         with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.WARNING):
-            train(cfg, extra_callbacks=[InterruptAfterFirstEpoch()])
+            train(cfg, extra_callbacks=[interrupt or InterruptAfterFirstEpoch()])
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
     assert exit_info.value.code == 130
@@ -258,15 +258,7 @@ class SwallowedCtrlC(Callback):
 
 
 def test_a_swallowed_ctrl_c_still_stops_the_run(tmp_path, caplog):
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        cfg = compose_config("train", [*TINY, "trainer.max_epochs=3"], tmp_path)
-        with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.WARNING):
-            train(cfg, extra_callbacks=[SwallowedCtrlC()])
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert exit_info.value.code == 130
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+    interrupted_run(tmp_path, caplog, SwallowedCtrlC(), epochs=3)
 
 
 @pytest.mark.slow
