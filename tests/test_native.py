@@ -79,16 +79,21 @@ def test_conv_matches_float_conv_of_signs(isa, case):
     assert torch.equal(y, want)  # integer sums: exact
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("case", CONV_CASES[:6], ids=[str(i) for i in range(6)])
-def test_conv_epilogue(isa, case):
+def test_conv_epilogue(isa, case, relu):
+    """Scale, bias, residual and (``relu=True``: the ReLU after a unit) fused into the epilogue, on every path."""
     n, c, o, h, w, k, s, p, g = case
     x, wt = rand(n, c, h, w, seed=3), rand(o, c // g, k, k, seed=4)
     scale, bias = rand(o, seed=5), rand(o, seed=6)
     base = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
     res = rand(*base.shape, seed=7)
     y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
-                             out_scale=scale, out_bias=bias, residual=res)
+                             out_scale=scale, out_bias=bias, residual=res, relu=relu)
     want = base * scale[None, :, None, None] + bias[None, :, None, None] + res
+    if relu:
+        want = want.clamp_min(0)
+        assert (want == 0).any() and (want > 0).any()
     torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-5)
 
 
@@ -282,21 +287,6 @@ def test_two_threads_same_result(isa):
     assert torch.equal(native.binary_conv2d(xb, wb, 130, 3, 1, 1), F.conv2d(sgn(x), sgn(wt), padding=1))
     want = F.conv2d(sgn(xd), sgn(wd), padding=3, groups=64)
     assert torch.equal(native.binary_conv2d(xdb, wdb, 64, 7, 1, 3, 64), want)
-
-
-@pytest.mark.parametrize("case", CONV_CASES[:6], ids=[str(i) for i in range(6)])
-def test_conv_epilogue_relu(isa, case):
-    """``relu=True`` clamps the fused epilogue at 0 (the ReLU after a unit, fused), on every path."""
-    n, c, o, h, w, k, s, p, g = case
-    x, wt = rand(n, c, h, w, seed=3), rand(o, c // g, k, k, seed=4)
-    scale, bias = rand(o, seed=5), rand(o, seed=6)
-    base = F.conv2d(sgn(x), sgn(wt), stride=s, padding=p, groups=g)
-    res = rand(*base.shape, seed=7)
-    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
-                             out_scale=scale, out_bias=bias, residual=res, relu=True)
-    want = (base * scale[None, :, None, None] + bias[None, :, None, None] + res).clamp_min(0)
-    assert (want == 0).any() and (want > 0).any()
-    torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-5)
 
 
 # (N, C, H, W, k, stride, padding)
