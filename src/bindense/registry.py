@@ -39,7 +39,8 @@ class Registry(dict[str, T]):
 
         def add(item: T) -> T:
             if not replace and (name in self or name in self.aliases):
-                raise ValueError(f"{self.kind} {name!r} is already registered ({self[name] if name in self else ''})")
+                held = f"an alias of {self.aliases[name]!r}" if name in self.aliases else repr(self[name])
+                raise ValueError(f"{self.kind} {name!r} is already registered ({held})")
             self[name] = item
             return item
 
