@@ -22,8 +22,16 @@ from torch import Tensor, nn
 from bindense import native
 from bindense.export.packed import export_packed, load_packed
 from bindense.export.runtime import NativeBinaryConv2d, prepared_weight_bytes, resident_bytes
+from bindense.export.runtime_dpt import NATIVE_TOKEN_UNITS
+from bindense.models.vit import Attention
 
 MIB = 2**20
+#: every native unit type of the runtime (convs; the ViT's linears and DPT's transposed convs)
+NATIVE_UNITS = (NativeBinaryConv2d, *NATIVE_TOKEN_UNITS)
+#: float blocks profiled next to the units (minus the units inside them), with their profile kind
+FLOAT_BLOCKS: dict[type[nn.Module], str] = {
+    Attention: "attention: q k^T, softmax, threshold, A v (float matmuls in both models; its linears excluded)",
+}
 
 
 def _first_output(out: Any) -> Tensor:
@@ -57,12 +65,12 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     """Whole model: max relative difference (max |diff| / max |reference|) and arg-max agreement over channels
     of the first output. Per unit (``unit_max_rel_diff``): each native unit fed the reference unit's own input
     during the same forward, so that sign flips upstream cannot hide or inflate a unit's error."""
-    units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, NativeBinaryConv2d)}
+    units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, NATIVE_UNITS)}
     worst = [0.0]
 
-    def check(unit: NativeBinaryConv2d):
+    def check(unit: nn.Module):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            got = unit(inputs[0].contiguous())
+            got = unit(inputs[0] if inputs[0].dim() == 3 else inputs[0].contiguous())  # tokens: any layout
             output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
@@ -104,7 +112,9 @@ def time_pair(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int, warmup: 
             "speedup_cpu": twin_c / max(packed_c, 1e-9)}
 
 
-def _unit_kind(unit: NativeBinaryConv2d) -> str:
+def _unit_kind(unit: nn.Module) -> str:
+    if not isinstance(unit, NativeBinaryConv2d):
+        return unit.profile_kind
     kh, kw = unit.kernel_size
     geometry = "depthwise " if unit.depthwise else ""
     path = "float path" if unit.float_path else "native from float input" if unit.sign_depthwise else "popcount"
@@ -113,9 +123,11 @@ def _unit_kind(unit: NativeBinaryConv2d) -> str:
 
 def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) -> list[dict[str, Any]]:
     """Per binary unit: median ms per forward (summed over the positions of a shared unit) in the native runtime
-    and in the fp32 twin (same module names), with its geometry; slowest twin layers first."""
-    units = {n: m for n, m in packed.named_modules() if isinstance(m, NativeBinaryConv2d)}
-    short_names = {n.removeprefix("model."): n for n in units}
+    and in the fp32 twin (same module names), with its geometry; slowest twin layers first. The float blocks of
+    :data:`FLOAT_BLOCKS` (ViT attention) get a row each too, without the time of the units inside them."""
+    units = {n: m for n, m in packed.named_modules() if isinstance(m, NATIVE_UNITS)}
+    blocks = {n: m for n, m in packed.named_modules() if type(m) in FLOAT_BLOCKS}
+    short_names = {n.removeprefix("model."): n for n in [*units, *blocks]}
     per_run: dict[str, dict[str, list[float]]] = {
         s: {"packed": [0.0] * runs, "twin": [0.0] * runs} for s in short_names
     }
@@ -148,15 +160,21 @@ def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) 
     finally:
         for h in hooks:
             h.remove()
+    for short, full in short_names.items():  # a block's own time: minus the profiled units inside it
+        if full in blocks:
+            for side in ("packed", "twin"):
+                inner = [per_run[s][side] for s, f in short_names.items() if f.startswith(full + ".")]
+                per_run[short][side] = [t - sum(i[r] for i in inner) for r, t in enumerate(per_run[short][side])]
     rows = []
     for short, full in short_names.items():
-        unit = units[full]
+        shape = shapes.get(short, [0, 0, 0, 0])
+        module = units.get(full) or blocks[full]
         rows.append(
             {
                 "layer": short,
-                "kind": _unit_kind(unit),
-                "channels": f"{unit.in_channels}->{unit.out_channels}",
-                "input_hw": "x".join(str(v) for v in shapes.get(short, [0, 0, 0, 0])[2:]),
+                "kind": _unit_kind(module) if full in units else FLOAT_BLOCKS[type(module)],
+                "channels": f"{module.in_channels}->{module.out_channels}" if full in units else "",
+                "input_hw": f"{shape[1]} tokens" if len(shape) == 3 else "x".join(str(v) for v in shape[2:]),
                 "packed_ms": statistics.median(per_run[short]["packed"]) * 1e3,
                 "fp32_twin_ms": statistics.median(per_run[short]["twin"]) * 1e3,
             }
@@ -177,7 +195,7 @@ def profile_summary(rows: list[dict[str, Any]], packed_ms: float, twin_ms: float
     inside_twin = sum(v["fp32_twin_ms"] for v in kinds.values())
     out.append(
         {
-            "kind": "everything else (stem, norms, activations, interpolation, classifier)",
+            "kind": "everything else (stem or patch embedding, norms, activations, interpolation, classifier)",
             "layers": 0,
             "packed_ms": max(packed_ms - inside_packed, 0.0),
             "fp32_twin_ms": max(twin_ms - inside_twin, 0.0),
@@ -213,6 +231,8 @@ def deploy_benchmark(
     twin.eval()
     torch.manual_seed(seed)
     x = inputs.contiguous() if inputs is not None else torch.randn(batch, 3, *size)
+    backbone = getattr(model, "backbone", None)  # the ViT floors the input to multiples of 28 (a resize if not)
+    vit_input = list(backbone.input_size(*x.shape[-2:])) if hasattr(backbone, "input_size") else None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.bdn"
         export_packed(model, path, config=config)
@@ -223,10 +243,11 @@ def deploy_benchmark(
     result: dict[str, Any] = {
         "isa": native.isa(),
         "input": list(x.shape),
+        "vit_input_hw": vit_input,
         "weights": "trained checkpoint" if trained else "random init, perturbed",
         "file_mib": file_bytes / MIB,
-        "native_units": sum(isinstance(m, NativeBinaryConv2d) for m in packed.modules()),
-        "float_path_units": sum(isinstance(m, NativeBinaryConv2d) and m.float_path for m in packed.modules()),
+        "native_units": sum(isinstance(m, NATIVE_UNITS) for m in packed.modules()),
+        "float_path_units": sum(isinstance(m, NATIVE_UNITS) and m.float_path for m in packed.modules()),
     }
     previous = torch.get_num_threads()
     try:
@@ -291,8 +312,28 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
 
 
 DEFAULT_OVERRIDES = ["model=upernet_convnext", "model.width=tiny"]
-FP32_TWIN = ["method.activation=fp32", "method.weight=fp32"]
+#: the fp32 twin: every binarizer full precision (the ViT's linears and attention operands too)
+FP32_TWIN = ["method.activation=fp32", "method.weight=fp32", "method.linear_activation=fp32",
+             "method.linear_weight=fp32"]  # fmt: skip
+FP32_METHOD = {key.removeprefix("method.").split("=")[0]: "fp32" for key in FP32_TWIN}
 DEPLOY_RUNS = 5
+#: default input size per model config: UperNet 480x480; DPT 476x476 (34 x 14, a multiple of 28, which the ViT
+#: needs: other sizes are floored to multiples of 28 by a bilinear resize inside both models)
+DEFAULT_SIZES = {"upernet_convnext": (480, 480), "dpt_vit_s14": (476, 476)}
+
+
+def deploy_overrides(overrides: list[str]) -> list[str]:
+    """The user's overrides after the defaults they do not set (``model=...`` replaces the default model)."""
+    given = {o.split("=")[0].lstrip("+~") for o in overrides}
+    return [d for d in DEFAULT_OVERRIDES if d.split("=")[0] not in given] + list(overrides)
+
+
+def deploy_size(overrides: list[str], size: tuple[int, int] | None) -> tuple[int, int]:
+    """``--deploy-size`` or the default size of the chosen model config (:data:`DEFAULT_SIZES`)."""
+    if size is not None:
+        return (int(size[0]), int(size[1]))
+    model = next((o.split("=", 1)[1] for o in reversed(overrides) if o.split("=")[0] == "model"), "upernet_convnext")
+    return DEFAULT_SIZES.get(model, DEFAULT_SIZES["upernet_convnext"])
 
 
 def validation_images(config: Mapping[str, Any], count: int) -> Tensor:
@@ -323,13 +364,13 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
     inputs = None
     if args.deploy_ckpt:
         model, config = load_checkpoint_model(args.deploy_ckpt)
-        method = {**config["model"]["method"], "activation": "fp32", "weight": "fp32"}
+        method = {**config["model"]["method"], **FP32_METHOD}
         twin = build_model_from_config({"model": {**config["model"], "method": method}})
         inputs = validation_images(config, args.deploy_images)
         config = {"model": config["model"]}
         overrides = [f"ckpt={args.deploy_ckpt}"]
     else:
-        overrides = DEFAULT_OVERRIDES + list(overrides)
+        overrides = deploy_overrides(list(overrides))
         torch.manual_seed(args.seed)
         model, cfg = build(overrides)
         torch.manual_seed(args.seed)
@@ -340,7 +381,7 @@ def main_deploy(overrides: list[str], build: Callable[[list[str]], tuple[nn.Modu
         model,
         twin,
         config,
-        size=tuple(args.deploy_size),
+        size=deploy_size(overrides, args.deploy_size),
         batch=1,
         threads=threads,
         runs=DEPLOY_RUNS,

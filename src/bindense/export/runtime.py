@@ -316,11 +316,16 @@ def to_native(
     binary: Mapping[str, Mapping[str, Any]],
     replace: Callable[[nn.Module, nn.Module, nn.Module], int],
 ) -> NativeModel:
-    """Swap every supported binary unit of a loaded model for :class:`NativeBinaryConv2d` and wrap the model."""
+    """Swap every supported binary unit of a loaded model for :class:`NativeBinaryConv2d` (linears and transposed
+    convs: :mod:`bindense.export.runtime_dpt`) and wrap the model."""
+    from bindense.export.runtime_dpt import native_unit
+
     for entry in binary.values():
         unit = model.get_submodule(entry["module"])
         if supports(unit):
             replace(model, unit, NativeBinaryConv2d(unit, entry["encoding"], entry["parts"], entry["module"]))
+        elif (other := native_unit(unit, entry)) is not None:
+            replace(model, unit, other)
     fuse_relus(model)
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | NativeBinaryConv2d)), None)
     return NativeModel(model, first.in_channels if first is not None else 3)
@@ -358,9 +363,9 @@ def fuse_relus(model: nn.Module) -> int:
     return fused
 
 
-def prepared_units(module: nn.Module) -> list[NativeBinaryConv2d]:
+def prepared_units(module: nn.Module) -> list[nn.Module]:
     """``module``'s native units on the popcount path (those holding :class:`bindense.native.PreparedWeights`)."""
-    return [m for m in module.modules() if isinstance(m, NativeBinaryConv2d) and m.weights is not None]
+    return [m for m in module.modules() if isinstance(getattr(m, "weights", None), native.PreparedWeights)]
 
 
 def prepared_weight_bytes(module: nn.Module) -> int:

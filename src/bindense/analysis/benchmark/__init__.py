@@ -109,7 +109,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--units", action="store_true", help="saved-for-backward bytes per binary unit (3 formats)")
     p.add_argument("--packed", action="store_true", help="also time the bit-packed export's inference kernels")
     p.add_argument("--deploy", action="store_true", help="export + native runtime vs the fp32 twin (docs/DEPLOY.md)")
-    p.add_argument("--deploy-size", type=int, nargs=2, default=(480, 480), metavar=("H", "W"))
+    p.add_argument("--deploy-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="--deploy input size (default: 480 480 for UperNet, 476 476 for model=dpt_vit_s14)")
     p.add_argument("--deploy-ckpt", default=None, help="--deploy a trained checkpoint on validation images")
     p.add_argument("--deploy-images", type=int, default=8)
     p.add_argument("--packed-slow-runs", type=int, default=3, help="timed runs of the (slow) xnor kernel")
