@@ -17,7 +17,7 @@ from bindense.export import export_packed, load_packed
 from bindense.export.deploy import deploy_overrides, deploy_size, perturb_
 from bindense.export.packed import BINARY_UNITS, _channel_dim, encode_binary_weight
 from bindense.export.runtime import NativeBinaryConv2d, NativeModel, resident_bytes
-from bindense.export.runtime_dpt import NativeBinaryConvTranspose2d, NativeBinaryLinear
+from bindense.export.runtime_dpt import NativeAttention, NativeBinaryConvTranspose2d, NativeBinaryLinear
 from bindense.models import build_model
 
 ISAS = sorted(set(native.supported_isas()) | {"torch"}, key=native.ISAS.index)
@@ -188,6 +188,49 @@ def test_bad_input_names_the_unit_and_what_was_expected() -> None:
         _close(native_up(x.transpose(2, 3)), native_up(x.transpose(2, 3).contiguous()))
 
 
+# ------------------------------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize(("dim", "heads", "activation"), [(96, 3, "bivit"), (384, 6, "rsign"), (40, 2, "sign")])
+def test_native_attention_selects_the_same_keys_without_softmax(dim: int, heads: int, activation: str) -> None:
+    from bindense.models.spec import MethodSpec
+    from bindense.models.vit import Attention
+
+    spec = MethodSpec.from_config(dict(layout="bidense", linear_activation=activation, linear_weight="scaled_sign"))
+    torch.manual_seed(dim)
+    attention = _perturb(Attention(spec, dim, heads), seed=dim)
+    gap = NativeAttention.integer_gap(attention)
+    assert gap is not None and gap % 2 == 0
+    fast = NativeAttention(attention, gap)
+    x = _tokens(2, 33, dim, seed=heads)
+    with torch.no_grad():
+        _close(fast(x), attention(x))
+        # the integer rule is the softmax rule: the selected keys of every row are the same
+        q, k, _ = attention.qkv(x).chunk(3, dim=-1)
+        q, k = (b(t).reshape(2, 33, heads, -1).transpose(1, 2) for b, t in ((attention.q_binarizer, q),
+                                                                            (attention.k_binarizer, k)))
+        scores = q @ k.transpose(-2, -1)
+        p = (scores * attention.scale).softmax(-1)
+        assert torch.equal(p >= 0.25 * p.amax(-1, keepdim=True), scores >= scores.amax(-1, keepdim=True) - gap)
+
+
+def test_native_attention_refuses_where_the_integer_rule_is_not_safe() -> None:
+    import math
+
+    from bindense.models.spec import MethodSpec
+    from bindense.models.vit import Attention
+
+    spec = MethodSpec.from_config(dict(layout="bidense"))
+    scale = 16**-0.5
+    on_the_edge = Attention(spec, 64, 4, threshold=math.exp(-4 * scale))  # the threshold at a reachable gap (4)
+    assert NativeAttention.integer_gap(on_the_edge) is None
+    assert NativeAttention.integer_gap(Attention(spec, 64, 4)) == 4  # 0.25: -ln 4 / scale = 5.55
+    adabin = MethodSpec.from_config(dict(layout="bnn", linear_activation="adabin", linear_weight="adabin"))
+    assert NativeAttention.integer_gap(Attention(adabin, 64, 4)) is None  # q, k not +-1
+    fp32 = MethodSpec.from_config(dict(layout="bidense", linear_activation="fp32", linear_weight="fp32"))
+    assert NativeAttention.integer_gap(Attention(fp32, 64, 4)) is None  # softmax attention
+
+
 # ------------------------------------------------------------------------------------------- whole DPT models
 
 REACTNET = dict(layout="bnn", activation="rsign", weight="scaled_sign", block_act="prelu", decoder_act="prelu",
@@ -235,6 +278,9 @@ def test_every_dpt_unit_is_native_and_equals_the_unpacked_unit(tmp_path: Path, n
     assert len(linears) == 16 and len(ups) == 2  # 4 blocks x (qkv, proj, fc1, fc2); Up x4, Up x2
     assert all(not m.float_path for m in linears)  # every ViT linear binarizer of the presets is a popcount
     assert all(m.popcount == (name == "bidense_g64_output") for m in ups)
+    attention = {n: m for n, m in packed.model.named_modules() if isinstance(m, NativeAttention)}
+    assert len(attention) == (0 if name == "adabin" else 4)  # AdaBin's q, k are not +-1: the model's attention
+    units.update(attention)
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(n: str):
@@ -251,7 +297,7 @@ def test_every_dpt_unit_is_native_and_equals_the_unpacked_unit(tmp_path: Path, n
         assert len(seen) == len(units)
         for n, (x, want) in seen.items():
             got = units[n](x if x.dim() == 3 else x.contiguous())
-            want = want.clamp_min(0) if units[n].relu else want  # a ReLU after the unit, fused into it
+            want = want.clamp_min(0) if getattr(units[n], "relu", False) else want  # a ReLU fused into the unit
             _close(got, want, msg=n)
     assert want_model.shape == (1, 13, 56, 84)
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from bindense import native
 from bindense.export.packed import export_packed, load_packed
 from bindense.export.runtime import NativeBinaryConv2d, prepared_weight_bytes, resident_bytes
-from bindense.export.runtime_dpt import NATIVE_TOKEN_UNITS
+from bindense.export.runtime_dpt import NATIVE_TOKEN_UNITS, NativeAttention
 from bindense.models.vit import Attention
 
 MIB = 2**20
@@ -31,6 +31,7 @@ NATIVE_UNITS = (NativeBinaryConv2d, *NATIVE_TOKEN_UNITS)
 #: float blocks profiled next to the units (minus the units inside them), with their profile kind
 FLOAT_BLOCKS: dict[type[nn.Module], str] = {
     Attention: "attention: q k^T, softmax, threshold, A v (float matmuls in both models; its linears excluded)",
+    NativeAttention: "attention: q k^T, integer threshold, A v (float matmuls, no softmax; its linears excluded)",
 }
 
 
@@ -65,13 +66,14 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     """Whole model: max relative difference (max |diff| / max |reference|) and arg-max agreement over channels
     of the first output. Per unit (``unit_max_rel_diff``): each native unit fed the reference unit's own input
     during the same forward, so that sign flips upstream cannot hide or inflate a unit's error."""
-    units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, NATIVE_UNITS)}
+    checked = (*NATIVE_UNITS, NativeAttention)
+    units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, checked)}
     worst = [0.0]
 
     def check(unit: nn.Module):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             got = unit(inputs[0] if inputs[0].dim() == 3 else inputs[0].contiguous())  # tokens: any layout
-            output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
+            output = output.clamp_min(0) if getattr(unit, "relu", False) else output  # a ReLU fused into the unit
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
         return hook

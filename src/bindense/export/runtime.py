@@ -318,7 +318,7 @@ def to_native(
 ) -> NativeModel:
     """Swap every supported binary unit of a loaded model for :class:`NativeBinaryConv2d` (linears and transposed
     convs: :mod:`bindense.export.runtime_dpt`) and wrap the model."""
-    from bindense.export.runtime_dpt import native_unit
+    from bindense.export.runtime_dpt import native_attention, native_unit
 
     for entry in binary.values():
         unit = model.get_submodule(entry["module"])
@@ -326,6 +326,7 @@ def to_native(
             replace(model, unit, NativeBinaryConv2d(unit, entry["encoding"], entry["parts"], entry["module"]))
         elif (other := native_unit(unit, entry)) is not None:
             replace(model, unit, other)
+    native_attention(model, replace)  # binary ViT attention: integer scores, no softmax (where exact)
     fuse_relus(model)
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | NativeBinaryConv2d)), None)
     return NativeModel(model, first.in_channels if first is not None else 3)

@@ -383,3 +383,77 @@ def native_unit(unit: nn.Module, entry: Mapping[str, Any]) -> nn.Module | None:
 
 
 NATIVE_TOKEN_UNITS = (NativeBinaryLinear, NativeBinaryConvTranspose2d)
+
+
+# ------------------------------------------------------------------------------------------------ attention
+
+#: q/k binarizers whose forward values are exactly +-1 (so that q . k is an integer of the parity of the head dim)
+PM1_BINARIZERS = (SignActivation, BiViTSignActivation, RSign, BiSRActivation)
+#: smallest distance (in score units) between the threshold and a reachable score gap for the integer rule to be
+#: safe against the float rounding of the unpacked model's softmax comparison
+SCORE_MARGIN = 1e-3
+
+
+class NativeAttention(nn.Module):
+    """BiViT's binary attention at inference, without the softmax: the same selected keys, computed on integers.
+
+    The model selects key j for query i where ``P_ij >= t * max_j P_ij`` with ``P = softmax(scale * q k^T)``.
+    The softmax is monotonic and its row maximum is ``exp(0) / Z``, so this is ``scale * (D_max - D_ij) <= -ln t``
+    with ``D = q k^T``; for +-1 q and k, ``D`` holds integers of the head dim's parity (exact in float32), so
+    ``D_max - D_ij`` is even and the rule is ``D_max - D_ij <= gap`` with an even integer ``gap``. It is used
+    only where every reachable gap lies at least :data:`SCORE_MARGIN` from the threshold (checked at load), where
+    the model's float comparison cannot round the other way; then ``out = (A v) / count`` as the model (``A`` in
+    {0, 1}). q, k, v are binarized by the model's own binarizers; qkv and proj are the model's (native) linears.
+    """
+
+    def __init__(self, attention: nn.Module, gap: int) -> None:
+        super().__init__()
+        self.qkv, self.proj = attention.qkv, attention.proj
+        self.q_binarizer, self.k_binarizer = attention.q_binarizer, attention.k_binarizer
+        self.v_binarizer = attention.v_binarizer
+        self.num_heads, self.normalize, self.gap = attention.num_heads, attention.normalize, gap
+
+    @staticmethod
+    def integer_gap(attention: nn.Module) -> int | None:
+        """The largest selected ``D_max - D`` (an integer), or None where the integer rule does not apply."""
+        binarizers = (attention.q_binarizer, attention.k_binarizer)
+        if not attention.binary or not all(type(b) in PM1_BINARIZERS for b in binarizers):
+            return None
+        if any(getattr(b, "sign_zero", "plus") != "plus" for b in binarizers):
+            return None
+        limit = -torch.log(torch.tensor(float(attention.threshold), dtype=torch.float64)).item() / attention.scale
+        head_dim = round(attention.scale**-2)  # the model's scale is head_dim ** -0.5
+        gaps = torch.arange(0, 2 * head_dim + 1, 2, dtype=torch.float64)  # D_max - D: even (D has d's parity)
+        if limit < 0 or (gaps - limit).abs().min().item() * attention.scale < SCORE_MARGIN:
+            return None
+        return int(gaps[gaps <= limit].max().item())
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, selected: D_max - D <= {self.gap}, normalize={self.normalize}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (
+            binarize(t).reshape(b, n, self.num_heads, -1).transpose(1, 2)
+            for binarize, t in ((self.q_binarizer, q), (self.k_binarizer, k), (self.v_binarizer, v))
+        )
+        scores = q @ k.transpose(-2, -1)  # integers
+        selected = (scores >= scores.amax(dim=-1, keepdim=True) - self.gap).to(x.dtype)
+        out = selected @ v
+        if self.normalize:
+            out = out / selected.sum(dim=-1, keepdim=True)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def native_attention(model: nn.Module, replace: Callable[[nn.Module, nn.Module, nn.Module], int]) -> int:
+    """Swap every binary ViT attention whose integer rule is exact (:meth:`NativeAttention.integer_gap`) for a
+    :class:`NativeAttention`; returns how many."""
+    from bindense.models.vit import Attention
+
+    swapped = 0
+    for module in [m for m in model.modules() if type(m) is Attention]:
+        gap = NativeAttention.integer_gap(module)
+        if gap is not None:
+            swapped += replace(model, module, NativeAttention(module, gap)) > 0
+    return swapped
