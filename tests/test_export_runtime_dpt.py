@@ -191,14 +191,19 @@ def test_bad_input_names_the_unit_and_what_was_expected() -> None:
 # ------------------------------------------------------------------------------------------------- attention
 
 
-@pytest.mark.parametrize(("dim", "heads", "activation"), [(96, 3, "bivit"), (384, 6, "rsign"), (40, 2, "sign")])
-def test_native_attention_selects_the_same_keys_without_softmax(dim: int, heads: int, activation: str) -> None:
+@pytest.mark.parametrize(
+    ("dim", "heads", "activation", "normalize"),
+    [(96, 3, "bivit", True), (384, 6, "rsign", True), (40, 2, "sign", False), (96, 3, "bisr", True)],
+)
+def test_native_attention_selects_the_same_keys_without_softmax(
+    dim: int, heads: int, activation: str, normalize: bool
+) -> None:
     from bindense.models.spec import MethodSpec
     from bindense.models.vit import Attention
 
     spec = MethodSpec.from_config(dict(layout="bidense", linear_activation=activation, linear_weight="scaled_sign"))
     torch.manual_seed(dim)
-    attention = _perturb(Attention(spec, dim, heads), seed=dim)
+    attention = _perturb(Attention(spec, dim, heads, normalize=normalize), seed=dim)
     gap = NativeAttention.integer_gap(attention)
     assert gap is not None and gap % 2 == 0
     fast = NativeAttention(attention, gap)

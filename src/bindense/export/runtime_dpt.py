@@ -438,11 +438,15 @@ class NativeAttention(nn.Module):
             binarize(t).reshape(b, n, self.num_heads, -1).transpose(1, 2)
             for binarize, t in ((self.q_binarizer, q), (self.k_binarizer, k), (self.v_binarizer, v))
         )
-        scores = q @ k.transpose(-2, -1)  # integers
-        selected = (scores >= scores.amax(dim=-1, keepdim=True) - self.gap).to(x.dtype)
-        out = selected @ v
-        if self.normalize:
-            out = out / selected.sum(dim=-1, keepdim=True)
+        scores = q @ k.transpose(-2, -1)  # integers, exact in float32
+        # selected <=> scores - max + gap + 1 >= 1: the left side is odd (scores - max and gap are even), so the
+        # clamp to [0, 1] gives exactly 1 or 0, in place
+        selected = scores.sub_(scores.amax(dim=-1, keepdim=True) - (self.gap + 1)).clamp_(0, 1)
+        if not self.normalize:
+            out = selected @ v
+        else:  # the count of selected keys as one more column of the same matmul
+            out = selected @ torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+            out = out[..., :-1] / out[..., -1:]
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
