@@ -356,6 +356,7 @@ def test_deploy_benchmark_handles_dpt(tmp_path: Path) -> None:
     kinds = {r["kind"] for r in result["profile_summary"]}
     assert "linear (tokens) popcount" in kinds and "transposed 4x4/4 float path" in kinds
     assert any(k.startswith("attention") for k in kinds)
+    assert all({"packed_cpu_ms", "fp32_twin_cpu_ms"} <= set(r) for r in result["profile_summary"])
 
 
 # ------------------------------------------------------------------------------ a trained synthetic checkpoint

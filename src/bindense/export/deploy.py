@@ -126,26 +126,28 @@ def _unit_kind(unit: nn.Module) -> str:
 def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) -> list[dict[str, Any]]:
     """Per binary unit: median ms per forward (summed over the positions of a shared unit) in the native runtime
     and in the fp32 twin (same module names), with its geometry; slowest twin layers first. The float blocks of
-    :data:`FLOAT_BLOCKS` (ViT attention) get a row each too, without the time of the units inside them."""
+    :data:`FLOAT_BLOCKS` (ViT attention) get a row each too, without the time of the units inside them. Wall time
+    (``*_ms``) and the process's CPU time (``*_cpu_ms``: at 1 thread the compute, without the waits for a core)."""
     units = {n: m for n, m in packed.named_modules() if isinstance(m, NATIVE_UNITS)}
     blocks = {n: m for n, m in packed.named_modules() if type(m) in FLOAT_BLOCKS}
     short_names = {n.removeprefix("model."): n for n in [*units, *blocks]}
-    per_run: dict[str, dict[str, list[float]]] = {
-        s: {"packed": [0.0] * runs, "twin": [0.0] * runs} for s in short_names
-    }
+    sides = ("packed", "twin", "packed_cpu", "twin_cpu")
+    per_run: dict[str, dict[str, list[float]]] = {s: {side: [0.0] * runs for side in sides} for s in short_names}
     shapes: dict[str, list[int]] = {}
     run = [0]
 
     def attach(model: nn.Module, names: Mapping[str, str], side: str) -> list[Any]:
         hooks = []
         for short, full in names.items():
-            start: list[float] = []
+            start: list[tuple[float, float]] = []
 
-            def pre(m: nn.Module, inputs: tuple, start: list[float] = start) -> None:
-                start.append(time.perf_counter())
+            def pre(m: nn.Module, inputs: tuple, start: list[tuple[float, float]] = start) -> None:
+                start.append((time.perf_counter(), time.process_time()))
 
             def post(m: nn.Module, inputs: tuple, output: Tensor, start=start, short=short, side=side) -> None:
-                per_run[short][side][run[0]] += time.perf_counter() - start.pop()
+                wall, cpu = start.pop()
+                per_run[short][side][run[0]] += time.perf_counter() - wall
+                per_run[short][side + "_cpu"][run[0]] += time.process_time() - cpu
                 shapes.setdefault(short, list(inputs[0].shape))
 
             module = model.get_submodule(full)
@@ -164,7 +166,7 @@ def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) 
             h.remove()
     for short, full in short_names.items():  # a block's own time: minus the profiled units inside it
         if full in blocks:
-            for side in ("packed", "twin"):
+            for side in sides:
                 inner = [per_run[s][side] for s, f in short_names.items() if f.startswith(full + ".")]
                 per_run[short][side] = [t - sum(i[r] for i in inner) for r, t in enumerate(per_run[short][side])]
     rows = []
@@ -179,28 +181,32 @@ def layer_profile(packed: nn.Module, twin: nn.Module, x: Tensor, runs: int = 1) 
                 "input_hw": f"{shape[1]} tokens" if len(shape) == 3 else "x".join(str(v) for v in shape[2:]),
                 "packed_ms": statistics.median(per_run[short]["packed"]) * 1e3,
                 "fp32_twin_ms": statistics.median(per_run[short]["twin"]) * 1e3,
+                "packed_cpu_ms": statistics.median(per_run[short]["packed_cpu"]) * 1e3,
+                "fp32_twin_cpu_ms": statistics.median(per_run[short]["twin_cpu"]) * 1e3,
             }
         )
     return sorted(rows, key=lambda r: -r["fp32_twin_ms"])
 
 
-def profile_summary(rows: list[dict[str, Any]], packed_ms: float, twin_ms: float) -> list[dict[str, Any]]:
-    """The per-layer rows summed by kind, plus the time outside the binary units."""
+def profile_summary(
+    rows: list[dict[str, Any]], packed_ms: float, twin_ms: float, packed_cpu_ms: float = 0.0, twin_cpu_ms: float = 0.0
+) -> list[dict[str, Any]]:
+    """The per-layer rows summed by kind, plus the time outside the binary units (given the medians of the whole
+    model: wall, and CPU where the rows have it)."""
+    keys = ("packed_ms", "fp32_twin_ms", "packed_cpu_ms", "fp32_twin_cpu_ms")
     kinds: dict[str, dict[str, float]] = {}
     for r in rows:
-        k = kinds.setdefault(r["kind"], {"layers": 0, "packed_ms": 0.0, "fp32_twin_ms": 0.0})
+        k = kinds.setdefault(r["kind"], {"layers": 0, **{key: 0.0 for key in keys}})
         k["layers"] += 1
-        k["packed_ms"] += r["packed_ms"]
-        k["fp32_twin_ms"] += r["fp32_twin_ms"]
+        for key in keys:
+            k[key] += r.get(key, 0.0)
     out = [{"kind": name, **v} for name, v in sorted(kinds.items(), key=lambda kv: -kv[1]["fp32_twin_ms"])]
-    inside_packed = sum(v["packed_ms"] for v in kinds.values())
-    inside_twin = sum(v["fp32_twin_ms"] for v in kinds.values())
+    totals = dict(zip(keys, (packed_ms, twin_ms, packed_cpu_ms, twin_cpu_ms)))
     out.append(
         {
             "kind": "everything else (stem or patch embedding, norms, activations, interpolation, classifier)",
             "layers": 0,
-            "packed_ms": max(packed_ms - inside_packed, 0.0),
-            "fp32_twin_ms": max(twin_ms - inside_twin, 0.0),
+            **{key: max(totals[key] - sum(v[key] for v in kinds.values()), 0.0) for key in keys},
         }
     )
     return out
@@ -271,7 +277,9 @@ def deploy_benchmark(
             torch.set_num_threads(threads[0])
             rows = layer_profile(packed, twin, x)
             result["profile"] = rows
-            result["profile_summary"] = profile_summary(rows, result["packed_ms"], result["fp32_twin_ms"])
+            result["profile_summary"] = profile_summary(
+                rows, result["packed_ms"], result["fp32_twin_ms"], result["packed_cpu_ms"], result["fp32_twin_cpu_ms"]
+            )
     finally:
         torch.set_num_threads(previous)
     return result
@@ -301,14 +309,17 @@ def format_deploy(result: Mapping[str, Any], top: int = 12) -> str:
         f"{result['argmax_agreement']:.5f}; worst unit on the same input: {result['unit_max_rel_diff']:.2e}",
     ]
     if "profile_summary" in result:
-        lines += ["", "| where the time goes (1 forward) | layers | packed ms | fp32 twin ms |", "|---|---|---|---|"]
+        head = "| where the time goes (1 forward) | layers | packed ms | fp32 twin ms | packed CPU ms | twin CPU ms |"
+        lines += ["", head, "|---|---|---|---|---|---|"]
         for r in result["profile_summary"]:
-            lines.append(f"| {r['kind']} | {r['layers']} | {r['packed_ms']:.1f} | {r['fp32_twin_ms']:.1f} |")
-        lines += ["", "| layer | kind | channels | input | packed ms | fp32 twin ms |", "|---|---|---|---|---|---|"]
+            lines.append(f"| {r['kind']} | {r['layers']} | {r['packed_ms']:.1f} | {r['fp32_twin_ms']:.1f} | "
+                         f"{r.get('packed_cpu_ms', 0.0):.1f} | {r.get('fp32_twin_cpu_ms', 0.0):.1f} |")  # fmt: skip
+        lines += ["", "| layer | kind | channels | input | packed ms | fp32 twin ms | packed CPU ms | twin CPU ms |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in result["profile"][:top]:
             lines.append(
                 f"| {r['layer']} | {r['kind']} | {r['channels']} | {r['input_hw']} | {r['packed_ms']:.1f} | "
-                f"{r['fp32_twin_ms']:.1f} |"
+                f"{r['fp32_twin_ms']:.1f} | {r['packed_cpu_ms']:.1f} | {r['fp32_twin_cpu_ms']:.1f} |"
             )
     return "\n".join(lines)
 
