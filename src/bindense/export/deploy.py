@@ -70,10 +70,10 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     units = {n.removeprefix("model."): m for n, m in packed.named_modules() if isinstance(m, checked)}
     worst = [0.0]
 
-    def check(unit: nn.Module):
+    def check(unit: NativeBinaryConv2d):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            got = unit(inputs[0] if inputs[0].dim() == 3 else inputs[0].contiguous())  # tokens: any layout
-            output = output.clamp_min(0) if getattr(unit, "relu", False) else output  # a ReLU fused into the unit
+            got = unit(inputs[0].contiguous())
+            output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
         return hook

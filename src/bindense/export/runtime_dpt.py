@@ -133,6 +133,11 @@ class _PreparedUnit(nn.Module):
     is_binary = True
     #: a ReLU after the unit is never fused into these units (the DPT/ViT has none straight after them)
     relu = False
+
+    def fused_activation(self, y: Tensor) -> Tensor:
+        """The activation fused into the unit's epilogue, applied to a reference output: none here."""
+        return y
+
     weights: native.PreparedWeights | None  # each subclass lays its words out with its own ``_prepare``
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
@@ -405,6 +410,11 @@ class NativeAttention(nn.Module):
     the model's float comparison cannot round the other way; then ``out = (A v) / count`` as the model (``A`` in
     {0, 1}). q, k, v are binarized by the model's own binarizers; qkv and proj are the model's (native) linears.
     """
+
+    relu = False  # nothing fused after it (the interface of the runtime's units, for the per-unit checks)
+
+    def fused_activation(self, y: Tensor) -> Tensor:
+        return y
 
     def __init__(self, attention: nn.Module, gap: int) -> None:
         super().__init__()
