@@ -270,10 +270,7 @@ class NativeBinaryConvTranspose2d(_PreparedUnit):
         # the scale per output channel factors out of the sum over input channels; per input channel it does not
         per_output = encoding == "sign" or (encoding == "scaled_sign" and channel_dim == 1)
         self.popcount = (
-            per_output
-            and _popcount_activation(self.binarizer)
-            and type(self.binarizer) in INPUTS
-            and not isinstance(self.binarizer, AdaBinActivation)
+            per_output and _popcount_activation(self.binarizer) and not isinstance(self.binarizer, AdaBinActivation)
         )
         self.channel_dim, self.encoding = channel_dim, encoding
         self.register_buffer("out_bias", t.contiguous())
