@@ -72,18 +72,23 @@ def isa() -> str:
     return supported_isas()[0]
 
 
+def _check_pack_args(x: torch.Tensor, threshold: torch.Tensor | None, where: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.{where}: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
+        raise ValueError(f"bindense.native.{where}: threshold must be float32 [{c}] or [{n}, {c}], got "
+                         f"{threshold.dtype} {list(threshold.shape)}")
+
+
 def pack_activations(x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Pack float32 activations [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold >= 0).
 
     ``threshold``: None (0), [C] (per channel) or [N, C] (per sample and channel, e.g. DAB's tau).
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
-        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"bindense.native.pack_activations: x must be a float32 tensor [N, C, H, W], got {got}")
+    _check_pack_args(x, threshold, "pack_activations")
     n, c = x.shape[:2]
-    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
-        raise ValueError(f"bindense.native.pack_activations: threshold must be float32 [{c}] or [{n}, {c}], got "
-                         f"{threshold.dtype} {list(threshold.shape)}")
     ext = build.extension()
     if ext is None or isa() == "torch" or x.device.type != "cpu":
         return reference.pack_activations(x, threshold)
@@ -206,12 +211,13 @@ def binary_conv2d(
 def pack_activations_stats(x: torch.Tensor, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pack_activations` plus ``sum |x - threshold|`` per (sample, channel), float32 [N, C], taken in the
     same pass over ``x`` (DAB's ``mean|s|`` statistic without materialising ``s``)."""
-    bits = pack_activations(x, threshold)  # checks the arguments
     ext = build.extension()
     if ext is None or isa() == "torch" or x.device.type != "cpu":
+        bits = pack_activations(x, threshold)  # checks the arguments
         n, c = x.shape[:2]
         thr = torch.zeros(()) if threshold is None else threshold.expand(n, c).reshape(n, c, 1, 1)
         return bits, (x - thr).abs().sum(dim=(2, 3))
+    _check_pack_args(x, threshold, "pack_activations_stats")
     n, c = x.shape[:2]
     thr = threshold.expand(n, c).contiguous() if threshold is not None else None
     bits, rows = ext.pack_activations_stats(x.contiguous(), thr, True)

@@ -451,6 +451,54 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
   return pack_activations_stats(x, thr, false)[0];
 }
 
+// One row (sample n, image row y) of pack_activations_stats: 16 pixels at a time, the bits of each word's channels
+// OR-ed into 16 words and |x - t| summed in 16 lanes per channel (reduced once per row). Cloned per ISA by the
+// compiler (target_clones, run-time dispatch by the loader); every clone does the same float operations in the same
+// order (one lane per pixel of the block), so the sums are identical on every path.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void pack_row(const float* xp, const float* tp, uint64_t* op, float* sp, int64_t n, int64_t y, int64_t C, int64_t H,
+              int64_t W, int64_t K) {
+  constexpr int64_t PB = 16;
+  float part[64][PB];
+  const int64_t r = n * H + y;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t nc = std::min<int64_t>(64, C - 64 * k);
+    if (sp)
+      for (int64_t j = 0; j < nc; ++j)
+        for (int64_t p = 0; p < PB; ++p) part[j][p] = 0.f;
+    for (int64_t i0 = 0; i0 < W; i0 += PB) {
+      uint64_t acc[PB] = {};
+      if (i0 + PB <= W) {
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t c = 64 * k + j;
+          const float t = tp ? tp[n * C + c] : 0.f;
+          const float* xr = xp + ((n * C + c) * H + y) * W + i0;
+          for (int64_t p = 0; p < PB; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
+          if (sp)
+            for (int64_t p = 0; p < PB; ++p) part[j][p] += std::fabs(xr[p] - t);
+        }
+      } else {
+        const int64_t np = W - i0;
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t c = 64 * k + j;
+          const float t = tp ? tp[n * C + c] : 0.f;
+          const float* xr = xp + ((n * C + c) * H + y) * W + i0;
+          for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
+          if (sp)
+            for (int64_t p = 0; p < np; ++p) part[j][p] += std::fabs(xr[p] - t);
+        }
+      }
+      for (int64_t p = 0; p < std::min(PB, W - i0); ++p) op[(r * W + i0 + p) * K + k] = acc[p];
+    }
+    if (sp)
+      for (int64_t j = 0; j < nc; ++j) {
+        float sum = 0.f;
+        for (int64_t p = 0; p < PB; ++p) sum += part[j][p];
+        sp[r * C + 64 * k + j] = sum;
+      }
+  }
+}
+
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
                                                bool abs_sums) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
@@ -459,32 +507,12 @@ std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::o
   const float* tp = opt_ptr(thr, "threshold");
   if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
   auto out = at::empty({N, H, W, K}, at::kLong);
-  auto sums = abs_sums ? at::zeros({N, H, C}, at::kFloat) : at::Tensor();
+  auto sums = abs_sums ? at::empty({N, H, C}, at::kFloat) : at::Tensor();
   float* sp = abs_sums ? sums.data_ptr<float>() : nullptr;
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
-  constexpr int64_t PB = 16;
   at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t n = r / H, y = r % H;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t i0 = 0; i0 < W; i0 += PB) {
-          const int64_t np = std::min(PB, W - i0), nc = std::min<int64_t>(64, C - 64 * k);
-          uint64_t acc[PB] = {};
-          for (int64_t j = 0; j < nc; ++j) {
-            const int64_t c = 64 * k + j;
-            const float t = tp ? tp[n * C + c] : 0.f;
-            const float* xr = xp + ((n * C + c) * H + y) * W + i0;
-            for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
-            if (sp) {
-              float part = 0.f;
-              for (int64_t p = 0; p < np; ++p) part += std::fabs(xr[p] - t);
-              sp[r * C + c] += part;
-            }
-          }
-          for (int64_t p = 0; p < np; ++p) op[(r * W + i0 + p) * K + k] = acc[p];
-        }
-    }
+    for (int64_t r = b; r < e; ++r) pack_row(xp, tp, op, sp, r / H, r % H, C, H, W, K);
   });
   return {out, sums};
 }
