@@ -176,6 +176,39 @@ at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb,
   return y;
 }
 
+// CFB's rule (bindense.binary.cfb) as a map per output channel o of O: (first residual channel, stride, count), the
+// output adding the mean of those channels: with O = r * Cr + m, r tiled copies (o % Cr), then m merged channels
+// (merged channel j < m - 1: channels g * (m - 1) + j for g < Cr / m; the last: every remaining channel).
+std::vector<int32_t> cfb_map(int64_t Cr, int64_t O) {
+  std::vector<int32_t> map(3 * O);
+  const int64_t r = O / Cr, m = O % Cr, groups = m ? Cr / m : 0, strided = groups * (m - 1);
+  for (int64_t o = 0; o < O; ++o) {
+    int32_t* e = map.data() + 3 * o;
+    const int64_t j = o - r * Cr;
+    if (j < 0) {
+      e[0] = static_cast<int32_t>(o % Cr), e[1] = 1, e[2] = 1;
+    } else if (j < m - 1) {
+      e[0] = static_cast<int32_t>(j), e[1] = static_cast<int32_t>(m - 1), e[2] = static_cast<int32_t>(groups);
+    } else {
+      e[0] = static_cast<int32_t>(strided), e[1] = 1, e[2] = static_cast<int32_t>(Cr - strided);
+    }
+  }
+  return map;
+}
+
+const float* vec_ptr(const c10::optional<at::Tensor>& t, int64_t n, const char* name) {
+  const float* p = opt_ptr(t, name);
+  if (p) TORCH_CHECK(t->numel() == n, "bindense.native: ", name, " must have ", n, " elements, got ", t->numel());
+  return p;
+}
+
+double* sums_ptr(const c10::optional<at::Tensor>& t, int64_t n) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->device().is_cpu() && t->numel() == n,
+              "bindense.native: channel_sums must be a contiguous float64 CPU tensor of ", n, " elements");
+  return t->data_ptr<double>();
+}
+
 }  // namespace
 
 std::vector<std::string> cpu_isas() {
@@ -282,15 +315,27 @@ std::vector<int32_t> tap_popcounts(const uint64_t* w, int64_t G, int64_t nOB, in
   return pop;
 }
 
-at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
+// conv2d with the whole fused epilogue (kernel.h, ConvArgs): the activation after the unit and the row sums.
+at::Tensor conv2d_fused(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
                   int64_t O, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G,
                   int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu) {
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu,
+                  const c10::optional<at::Tensor>& act_bias, const c10::optional<at::Tensor>& act_slope,
+                  const c10::optional<at::Tensor>& act_bias2, const c10::optional<at::Tensor>& channel_sums) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
-  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
+  const int64_t N = xb.size(0), K = xb.size(3), T = kh * kw, H0 = xb.size(1), W0 = xb.size(2);
+  // A pointwise conv (1x1, stride 1, no padding) treats each image as rows of up to 256 pixels, whatever its width
+  // (the NHWC input and the NCHW output and residual planes are contiguous): short rows cost per-row overhead.
+  int64_t H = H0, W = W0;
+  if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && W0 < 256)
+    for (int64_t d = 256; d > W0; --d)
+      if ((H0 * W0) % d == 0) {
+        W = d, H = H0 * W0 / d;
+        break;
+      }
   TORCH_CHECK(K == (C + 63) / 64, "bindense.native: x_bits has ", K, " words per pixel, expected ", (C + 63) / 64);
   const Segments s(C, G, cgs);
   const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
@@ -303,19 +348,21 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
   const float* res = opt_ptr(residual, "residual");
-  if (res) TORCH_CHECK(residual->dim() == 4 && O % residual->size(1) == 0, "bindense.native: residual channels must "
-                       "divide the output channels (tiled)");
+  if (res) TORCH_CHECK(residual->dim() == 4, "bindense.native: residual must be [N, Cr, Ho, Wo]");
+  const std::vector<int32_t> rmap = res ? cfb_map(residual->size(1), O) : std::vector<int32_t>();
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   const int64_t XS = G * s.D * s.Kd;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
   std::vector<int32_t> seg_len(s.D);
   for (int64_t d = 0; d < s.D; ++d) seg_len[d] = static_cast<int32_t>(s.len(d));
 
-  // Zero-padded input, segment-packed: [N][Hp][Wp][planes][G][D][Kd] (AVX2: low and high nibble planes).
-  auto xpad = at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
+  // Zero-padded input, segment-packed: [N][Hp][Wp][planes][G][D][Kd] (AVX2: low and high nibble planes); the
+  // input itself where that is what it already is.
   const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
-  uint64_t* xdst = reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
-  at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
+  const bool as_is = ph == 0 && pw == 0 && XS == K && PL == 1;
+  auto xpad = as_is ? at::Tensor() : at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
+  uint64_t* xdst = as_is ? nullptr : reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
+  if (!as_is) at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
     for (int64_t r = b; r < en; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
@@ -347,13 +394,33 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
     sscale = gscale->index_select(1, idx).contiguous();
   }
 
-  auto y = output(out, {N, O, Ho, Wo});
-  ConvArgs a{xdst, wwords, pop,
+  if (res) TORCH_CHECK(residual->size(0) == N && residual->size(2) * residual->size(3) == Ho * Wo,
+                       "bindense.native: residual must be [N, Cr, Ho, Wo]");
+  auto y = output(out, {N, O, (H0 + 2 * ph - kh) / sh + 1, (W0 + 2 * pw - kw) / sw + 1});
+  double* sums = sums_ptr(channel_sums, N * O);
+  std::vector<double> rows(sums ? N * O * Ho : 0);
+  ConvArgs a{as_is ? xsrc : xdst, wwords, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
-             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O};
+             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O,
+             vec_ptr(act_bias, O, "act_bias"), vec_ptr(act_slope, O, "act_slope"), vec_ptr(act_bias2, O, "act_bias2"),
+             rmap.empty() ? nullptr : rmap.data(), sums ? rows.data() : nullptr};
   dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
+  for (int64_t q = 0; sums && q < N * O; ++q) {
+    double t = 0.0;
+    for (int64_t i = 0; i < Ho; ++i) t += rows[q * Ho + i];
+    sums[q] = t;
+  }
   return y;
+}
+
+at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
+                  int64_t O, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G,
+                  int64_t cgs, const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
+                  const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu) {
+  return conv2d_fused(xb, wt, wpop, C, O, kh, kw, sh, sw, ph, pw, G, cgs, gscale, out_scale, out_bias, residual,
+                      isa_name, out, relu, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
 }
 
 at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
@@ -381,7 +448,8 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
                                               const c10::optional<at::Tensor>& out_scale,
                                               const c10::optional<at::Tensor>& out_bias,
                                               const c10::optional<at::Tensor>& residual, bool relu,
-                                              const std::string& isa_name) {
+                                              const std::string& isa_name,
+                                              const c10::optional<at::Tensor>& channel_sums = c10::nullopt) {
   const Isa& isa = find_isa(isa_name);
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
               "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
@@ -401,10 +469,17 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
   if (res) TORCH_CHECK(residual->numel() == N * C * Ho * Wo, "bindense.native: residual must be [N, C, Ho, Wo]");
   auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
   auto cs = at::empty({N, C}, at::kFloat);
+  double* sums = sums_ptr(channel_sums, N * C);
+  std::vector<double> rows(sums ? N * C * Ho : 0);
   DwpArgs a{x.data_ptr<float>(), tp, ap, sip, w.data_ptr<int8_t>(), opt_ptr(out_scale, "out_scale"),
             opt_ptr(out_bias, "out_bias"), res, y.data_ptr<float>(), cs.data_ptr<float>(),
-            N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0};
+            N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0, sums ? rows.data() : nullptr};
   dynamic_parallel(N * C, [&](int64_t b, int64_t e) { isa.dwp_planes(a, b, e); });
+  for (int64_t q = 0; sums && q < N * C; ++q) {
+    double t = 0.0;
+    for (int64_t i = 0; i < Ho; ++i) t += rows[q * Ho + i];
+    sums[q] = t;
+  }
   return {y, cs};
 }
 
@@ -517,6 +592,35 @@ std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::o
   return {out, sums};
 }
 
+// sum |x - thr[n, c]| over each (sample, channel) plane of float32 [N, C, H, W] (DAB's statistic), read-only, in 16
+// lanes (the same order on every clone).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float plane_abs_sum(const float* xp, float t, int64_t HW) {
+  float lane[16] = {};
+  int64_t q = 0;
+  for (; q + 16 <= HW; q += 16)
+    for (int j = 0; j < 16; ++j) lane[j] += std::fabs(xp[q + j] - t);
+  float sum = 0.f;
+  for (; q < HW; ++q) sum += std::fabs(xp[q] - t);
+  for (int j = 0; j < 16; ++j) sum += lane[j];
+  return sum;
+}
+
+at::Tensor abs_sums(const at::Tensor& x, const c10::optional<at::Tensor>& thr) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const float* tp = opt_ptr(thr, "threshold");
+  if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
+  auto out = at::empty({N, C}, at::kFloat);
+  float* op = out.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  at::parallel_for(0, N * C, grain(HW), [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) op[task] = plane_abs_sum(xp + task * HW, tp ? tp[task] : 0.f, HW);
+  });
+  return out;
+}
+
 }  // namespace bdn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -528,5 +632,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
   m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per row");
   m.def("dab_dense", &bdn::dab_dense, "per-channel DAB output alpha * sign(x - threshold) and alpha");
-  m.def("sign_depthwise_conv2d", &bdn::sign_depthwise_conv2d, "depthwise conv of sign(x - threshold), float input");
+  m.def("sign_depthwise_conv2d", [](const at::Tensor& x, const at::Tensor& w, int64_t kh, int64_t kw, int64_t sh,
+                                    int64_t sw, int64_t ph, int64_t pw, const c10::optional<at::Tensor>& thr,
+                                    const c10::optional<at::Tensor>& dab_a, const c10::optional<at::Tensor>& scale_in,
+                                    const c10::optional<at::Tensor>& out_scale,
+                                    const c10::optional<at::Tensor>& out_bias,
+                                    const c10::optional<at::Tensor>& residual, bool relu,
+                                    const std::string& isa_name) {
+    return bdn::sign_depthwise_conv2d(x, w, kh, kw, sh, sw, ph, pw, thr, dab_a, scale_in, out_scale, out_bias,
+                                      residual, relu, isa_name);
+  }, "depthwise conv of sign(x - threshold), float input");
+  m.def("sign_depthwise_conv2d_sums", &bdn::sign_depthwise_conv2d,
+        "sign_depthwise_conv2d, plus the sum of every output plane (float64 [N * C])");
+  m.def("conv2d_fused", &bdn::conv2d_fused, "conv2d with the activation after the unit and the output plane sums");
+  m.def("abs_sums", &bdn::abs_sums, "sum |x - threshold| per (sample, channel) plane");
 }

@@ -7,9 +7,22 @@
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Sum of a row in 16 float lanes, then in double (the statistic the next DAB's threshold needs: k mean(y) + b).
+inline double row_sum(const float* yp, int64_t Wo) {
+  float lane[16] = {};
+  int64_t j = 0;
+  for (; j + 16 <= Wo; j += 16)
+    for (int q = 0; q < 16; ++q) lane[q] += yp[j + q];
+  double sum = 0.0;
+  for (; j < Wo; ++j) sum += yp[j];
+  for (int q = 0; q < 16; ++q) sum += lane[q];
+  return sum;
+}
+
 // The epilogue of one output row of one block of OB output channels (its sums in rb[Wo][OB]): streams each output
 // channel's row out contiguously (storing a few pixels into OB far-apart output planes per tile thrashes the caches
-// and the prefetchers).
+// and the prefetchers): scale, bias, residual (tiled or CFB-merged), the activation after the unit, ReLU, and the
+// row's sum for the next unit.
 void conv_epilogue(const bdn::ConvArgs& a, const float* rb, int64_t n, int64_t g, int64_t ob, int64_t i) {
   const int64_t Wo = a.Wo, lmax = imin(OB, a.Og - ob * OB);
   for (int64_t l = 0; l < lmax; ++l) {
@@ -18,14 +31,39 @@ void conv_epilogue(const bdn::ConvArgs& a, const float* rb, int64_t n, int64_t g
     const int64_t off = ((n * a.O + o) * a.Ho + i) * Wo;
     const float* src = rb + l;
     float* yp = a.y + off;
-    if (a.residual) {
-      const float* rp = a.residual + ((n * a.res_channels + o % a.res_channels) * a.Ho + i) * Wo;
+    const int64_t cnt = a.res_map ? a.res_map[3 * o + 2] : 1;
+    if (a.residual && cnt == 1) {
+      const int64_t rc = a.res_map ? a.res_map[3 * o] : o % a.res_channels;
+      const float* rp = a.residual + ((n * a.res_channels + rc) * a.Ho + i) * Wo;
       for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + rp[j];
+    } else if (a.residual) {  // CFB's merged channel: the mean of cnt residual channels
+      const int64_t plane = a.Ho * Wo, step = a.res_map[3 * o + 1] * plane;
+      const float* rp = a.residual + ((n * a.res_channels + a.res_map[3 * o]) * a.Ho + i) * Wo;
+      const float count = static_cast<float>(cnt);
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = rp[j];  // the sum gathers in the output row, one stream at a time
+      for (int64_t q = 1; q < cnt; ++q) {
+        const float* rq = rp + q * step;
+        for (int64_t j = 0; j < Wo; ++j) yp[j] += rq[j];
+      }
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + yp[j] / count;
     } else {
       for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
     }
+    if (a.act_bias) {
+      const float ab = a.act_bias[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] += ab;
+    }
+    if (a.act_slope) {
+      const float sl = a.act_slope[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] > 0.f ? yp[j] : sl * yp[j];
+    }
+    if (a.act_bias2) {
+      const float ab = a.act_bias2[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] += ab;
+    }
     if (a.relu)
       for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
+    if (a.row_sums) a.row_sums[(n * a.O + o) * a.Ho + i] = row_sum(yp, Wo);
   }
 }
 
@@ -322,6 +360,7 @@ void dwp_planes_impl(const bdn::DwpArgs& a, int64_t begin, int64_t end) {
         }
         dwp_epilogue(acc16, cs, s, b, rp, a.y + off, Wo, a.relu);
       }
+      if (a.row_sums) a.row_sums[task * a.Ho + i] = row_sum(a.y + off, Wo);
     }
   }
   delete[] acc16;
