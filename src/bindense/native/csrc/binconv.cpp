@@ -517,8 +517,7 @@ std::vector<at::Tensor> dab_dense(const at::Tensor& x, const at::Tensor& thr, co
   return {y, alpha};
 }
 
-// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
-// also sum |x - threshold| per (sample, row, channel): float32 [N, H, C] (DAB's statistic, in the same pass).
+// Defined below (pack_chunk).
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
                                                bool abs_sums);
 
@@ -526,68 +525,67 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
   return pack_activations_stats(x, thr, false)[0];
 }
 
-// One row (sample n, image row y) of pack_activations_stats: 16 pixels at a time, the bits of each word's channels
-// OR-ed into 16 words and |x - t| summed in 16 lanes per channel (reduced once per row). Cloned per ISA by the
-// compiler (target_clones, run-time dispatch by the loader); every clone does the same float operations in the same
-// order (one lane per pixel of the block), so the sums are identical on every path.
+// One chunk of pack_activations_stats: pixels [p0, p0 + np) of sample n, word k. Channel by channel, the chunk of
+// each channel plane is streamed once (contiguous reads the prefetchers follow, whatever the image width), its bits
+// OR-ed into the chunk's words acc[np] (cache-resident) and |x - t| summed in 16 lanes into sp[c]. Cloned per ISA
+// by the compiler (target_clones, run-time dispatch by the loader); every clone does the same float operations in
+// the same order, so the sums are identical on every path.
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void pack_row(const float* xp, const float* tp, uint64_t* op, float* sp, int64_t n, int64_t y, int64_t C, int64_t H,
-              int64_t W, int64_t K) {
-  constexpr int64_t PB = 16;
-  float part[64][PB];
-  const int64_t r = n * H + y;
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t nc = std::min<int64_t>(64, C - 64 * k);
-    if (sp)
-      for (int64_t j = 0; j < nc; ++j)
-        for (int64_t p = 0; p < PB; ++p) part[j][p] = 0.f;
-    for (int64_t i0 = 0; i0 < W; i0 += PB) {
-      uint64_t acc[PB] = {};
-      if (i0 + PB <= W) {
-        for (int64_t j = 0; j < nc; ++j) {
-          const int64_t c = 64 * k + j;
-          const float t = tp ? tp[n * C + c] : 0.f;
-          const float* xr = xp + ((n * C + c) * H + y) * W + i0;
-          for (int64_t p = 0; p < PB; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
-          if (sp)
-            for (int64_t p = 0; p < PB; ++p) part[j][p] += std::fabs(xr[p] - t);
-        }
-      } else {
-        const int64_t np = W - i0;
-        for (int64_t j = 0; j < nc; ++j) {
-          const int64_t c = 64 * k + j;
-          const float t = tp ? tp[n * C + c] : 0.f;
-          const float* xr = xp + ((n * C + c) * H + y) * W + i0;
-          for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
-          if (sp)
-            for (int64_t p = 0; p < np; ++p) part[j][p] += std::fabs(xr[p] - t);
-        }
+void pack_chunk(const float* xp, const float* tp, uint64_t* op, float* sp, int64_t n, int64_t k, int64_t p0,
+                int64_t np, int64_t C, int64_t HW, int64_t K, uint64_t* acc) {
+  const int64_t nc = std::min<int64_t>(64, C - 64 * k);
+  for (int64_t p = 0; p < np; ++p) acc[p] = 0;
+  for (int64_t j = 0; j < nc; ++j) {
+    const int64_t c = 64 * k + j;
+    const float t = tp ? tp[n * C + c] : 0.f;
+    const float* xr = xp + (n * C + c) * HW + p0;
+    const uint64_t bit = uint64_t(1) << j;
+    float lane[16] = {};
+    int64_t p = 0;
+    for (; p + 16 <= np; p += 16)
+      for (int64_t q = 0; q < 16; ++q) {
+        const float v = xr[p + q] - t;
+        acc[p + q] |= v >= 0.f ? bit : 0;
+        lane[q] += std::fabs(v);
       }
-      for (int64_t p = 0; p < std::min(PB, W - i0); ++p) op[(r * W + i0 + p) * K + k] = acc[p];
+    float sum = 0.f;
+    for (; p < np; ++p) {
+      const float v = xr[p] - t;
+      acc[p] |= v >= 0.f ? bit : 0;
+      sum += std::fabs(v);
     }
-    if (sp)
-      for (int64_t j = 0; j < nc; ++j) {
-        float sum = 0.f;
-        for (int64_t p = 0; p < PB; ++p) sum += part[j][p];
-        sp[r * C + 64 * k + j] = sum;
-      }
+    if (sp) {
+      for (int64_t q = 0; q < 16; ++q) sum += lane[q];
+      sp[c] = sum;
+    }
   }
+  for (int64_t p = 0; p < np; ++p) op[(n * HW + p0 + p) * K + k] = acc[p];
 }
 
+// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
+// also sum |x - threshold| per (sample, chunk of pixels, channel): float32 [N, chunks, C] (DAB's statistic, in the
+// same pass), tasks of (sample, word, chunk of up to 4096 pixels).
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
                                                bool abs_sums) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
               "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64, HW = H * W;
+  constexpr int64_t PC = 4096;
+  const int64_t chunks = std::max<int64_t>(1, (HW + PC - 1) / PC);
   const float* tp = opt_ptr(thr, "threshold");
   if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
   auto out = at::empty({N, H, W, K}, at::kLong);
-  auto sums = abs_sums ? at::empty({N, H, C}, at::kFloat) : at::Tensor();
+  auto sums = abs_sums ? at::zeros({N, chunks, C}, at::kFloat) : at::Tensor();
   float* sp = abs_sums ? sums.data_ptr<float>() : nullptr;
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
-  at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) pack_row(xp, tp, op, sp, r / H, r % H, C, H, W, K);
+  at::parallel_for(0, N * K * chunks, grain(64 * PC), [&](int64_t b, int64_t e) {
+    std::vector<uint64_t> acc(PC);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t ch = task % chunks, k = (task / chunks) % K, n = task / (chunks * K), p0 = ch * PC;
+      pack_chunk(xp, tp, op, sp ? sp + (n * chunks + ch) * C : nullptr, n, k, p0, std::min(PC, HW - p0), C, HW, K,
+                 acc.data());
+    }
   });
   return {out, sums};
 }
@@ -630,7 +628,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");
   m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
-  m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per row");
+  m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per chunk of pixels");
   m.def("dab_dense", &bdn::dab_dense, "per-channel DAB output alpha * sign(x - threshold) and alpha");
   m.def("sign_depthwise_conv2d", [](const at::Tensor& x, const at::Tensor& w, int64_t kh, int64_t kw, int64_t sh,
                                     int64_t sw, int64_t ph, int64_t pw, const c10::optional<at::Tensor>& thr,
