@@ -467,3 +467,31 @@ def test_dab_dense_matches_dab_formula(isa, shape):
     torch.testing.assert_close(alpha, want_alpha, rtol=1e-6, atol=0)
     assert torch.equal(y, sgn(s) * alpha[:, :, None, None])
     assert y[0, 0, 0, 0] == alpha[0, 0]
+
+
+@pytest.mark.parametrize("cr", [40, 10, 5, 13, 7])
+def test_epilogue_in_place(isa, cr):
+    """The float path's epilogue in one pass: y + cfb(residual, O), LearnableBias -> PReLU -> LearnableBias, ReLU,
+    plane sums; the same float ops as the unfused torch modules (CFB's merged means to rounding)."""
+    from bindense.binary import cfb
+
+    n, o = 2, 10
+    y, res = rand(n, o, 7, 9, seed=60), rand(n, cr, 7, 9, seed=61)
+    bias, slope, after = rand(o, seed=62), rand(o, seed=63).abs() * 0.2, rand(o, seed=64)
+    want = F.prelu(y + cfb(res, o) + bias.view(1, -1, 1, 1), slope) + after.view(1, -1, 1, 1)
+    sums = torch.empty(n, o, dtype=torch.float64)
+    got = native.epilogue_(y.clone(), res, (bias, slope, after), channel_sums=sums)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sums, got.double().sum(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    assert torch.equal(native.epilogue_(y.clone(), relu=True), y.clamp_min(0))
+    with pytest.raises(ValueError, match="residual must be"):
+        native.epilogue_(y.clone(), rand(n, cr, 7, 8))
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2]], ids=["3x3", "1x1"])
+def test_unpack_weights_scaled(isa, case):
+    _, c, o, _, _, k, _, _, g = case
+    wt = rand(o, c // g, k, k, seed=70)
+    scale = rand(o, seed=71)
+    got = native.unpack_weights_scaled(native.pack_weights(wt), c // g, scale)
+    assert got.is_contiguous() and torch.equal(got, sgn(wt) * scale.view(-1, 1, 1, 1))

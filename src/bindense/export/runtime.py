@@ -190,6 +190,9 @@ class NativeBinaryConv2d(nn.Module):
         """The +-1 float weight (times ``scale[o]`` if given), unpacked from the packed storage at each call (weights
         stay packed), written once into standard strides: the permuted view of a 1x1 weight counts as contiguous
         but its strides send torch's conv down a channels-last path (3x slower for 1x1 384->96 at 120x120)."""
+        if self.w_signs is None and scale is not None:  # one native pass (pure torch without the extension)
+            words = self.w_bits if self.weights is None else self.weights.words()
+            return native.unpack_weights_scaled(words, self.in_channels // self.groups, scale)
         if self.w_signs is not None:
             pm1 = unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
         else:
@@ -263,11 +266,12 @@ class NativeBinaryConv2d(nn.Module):
             # out_scale folded into the +-1 weights (each product rounds once, as scale * S did) and out_bias
             # as the conv's bias: the conv writes the epilogue's result, no extra pass
             w = self.pm1_weight(self.out_scale)
-            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups)
+            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups).contiguous()
+            if self._cfb_in_epilogue(inp):  # the bypass (CFB tiled / merged), activation and sums in one pass
+                sums = self._sums(x)
+                return self._emit(native.epilogue_(y, residual, self.prelu, self.relu, sums), sums)
             y = y if residual is None else y.add_(residual)
-            if self.prelu is not None:
-                return self.fused_activation(y)
-            return y.clamp_min_(0) if self.relu else y
+            return self.fused_activation(y)
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
         sums = self._sums(x)
         return self._emit(native.binary_conv2d(
@@ -309,6 +313,10 @@ class NativeBinaryConv2d(nn.Module):
         )
         return self._emit(y, sums) if self.prelu is None else self.fused_activation(y)
 
+    def _cfb_in_epilogue(self, inp: BinaryInput) -> bool:
+        """Whether the epilogue adds the raw CFB shortcut itself (no AdaBin correction maps to add beside it)."""
+        return inp.offset is None and self.mid_scale is None
+
     def _box_sum(self, a: Tensor) -> Tensor:
         """Sum of ``a`` over each output's window (zero padded) and the input channels of its group."""
         n, c, h, w = a.shape
@@ -326,9 +334,8 @@ class NativeBinaryConv2d(nn.Module):
             shortcut = (
                 x if (ho, wo) == tuple(x.shape[-2:]) else F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
             )
-            in_kernel = inp.offset is None and self.mid_scale is None and inp.bits is not None
-            # CFB's tiled copies / merged channels of x: the kernel reads the shortcut itself (popcount path only)
-            terms.append(shortcut if in_kernel else cfb(shortcut, self.out_channels))
+            # CFB's tiled copies / merged channels of x: the kernel (or native.epilogue_) reads the shortcut itself
+            terms.append(shortcut if self._cfb_in_epilogue(inp) else cfb(shortcut, self.out_channels))
         if inp.offset is not None:
             ones = x.new_ones(1, 1, *x.shape[-2:])
             terms.append(F.conv2d(ones, self.tap_sums, None, self.stride, self.padding) * inp.offset.detach())

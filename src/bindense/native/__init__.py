@@ -26,7 +26,7 @@ from bindense.native.reference import pack_weights, unpack_activations, unpack_w
 __all__ = [
     "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
     "unpack_weights", "prepare_weights", "PreparedWeights", "binary_conv2d", "binary_conv_transpose2d",
-    "prepared_bytes", "ISAS", "abs_sums",
+    "prepared_bytes", "ISAS", "abs_sums", "epilogue_", "unpack_weights_scaled",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
@@ -346,6 +346,49 @@ def sign_depthwise_conv2d(
     a, os_, ob = vec
     return tuple(ext.sign_depthwise_conv2d_sums(x.contiguous(), w_signs.contiguous(), kh, kw, *stride, *padding, thr,
                                                 a, cs_in, os_, ob, residual, relu, isa(), sums))
+
+
+def epilogue_(
+    y: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    prelu: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
+    relu: bool = False,
+    channel_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In place on a float conv's output y [N, O, H, W] (contiguous float32): ``y += cfb(residual, O)``, then
+    ``prelu=(bias, slope, bias_after)`` and ``relu`` as in :func:`binary_conv2d`, in one pass per plane;
+    ``channel_sums`` (float64 [N, O]) receives the plane sums. Returns ``y``."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 4 or y.dtype != torch.float32 or not y.is_contiguous():
+        raise ValueError("bindense.native.epilogue_: y must be a contiguous float32 tensor [N, O, H, W]")
+    n, o = y.shape[:2]
+    if residual is not None and (residual.dim() != 4 or residual.shape[0] != n or residual.shape[2:] != y.shape[2:]):
+        raise ValueError(f"bindense.native.epilogue_: residual must be [{n}, Cr, {y.shape[2]}, {y.shape[3]}], got "
+                         f"{list(residual.shape)}")
+    vecs = _epilogue_vectors(prelu, o)
+    sums = _check_channel_sums(channel_sums, n, o)
+    ext = build.extension()
+    if ext is None or isa() == "torch" or y.device.type != "cpu":
+        if residual is not None:
+            from bindense.binary.layers import cfb  # noqa: PLC0415
+
+            y.add_(cfb(residual, o))
+        y.copy_(reference.prelu_epilogue(y, vecs if prelu is not None else None, relu))
+        if sums is not None:
+            sums.copy_(y.double().sum(dim=(2, 3)).view(-1))
+        return y
+    res = residual.float().contiguous() if residual is not None else None
+    ext.epilogue_(y, res, *vecs, relu, sums)
+    return y
+
+
+def unpack_weights_scaled(w_bits: torch.Tensor, channels: int, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 weights ``scale[o] * (+-1)`` [O, channels, kh, kw] from packed words [O, kh, kw, ceil(channels/64)]
+    (one pass; the float path's weights, unpacked at each call so that the words stay the only copy)."""
+    ext = build.extension()
+    scale = scale.detach().float().reshape(-1).contiguous()
+    if ext is None or isa() == "torch":
+        return unpack_weights(w_bits, channels) * scale.view(-1, 1, 1, 1)
+    return ext.unpack_weights_scaled(w_bits.contiguous(), channels, scale)
 
 
 def abs_sums(x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:

@@ -619,6 +619,96 @@ at::Tensor abs_sums(const at::Tensor& x, const c10::optional<at::Tensor>& thr) {
   return out;
 }
 
+// One plane of epilogue_: y += the residual plane (or the mean of cnt residual planes `step` floats apart, CFB's
+// merged channel), the activation after the unit, ReLU; returns the plane's sum (16 lanes, then double).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+double epilogue_plane(float* y, const float* r, int64_t step, int64_t cnt, float ab, const float* slope,
+                      const float* ab2, bool has_ab, bool relu, int64_t HW, float* m) {
+  if (r && cnt == 1) {
+    for (int64_t p = 0; p < HW; ++p) y[p] += r[p];
+  } else if (r) {  // the merged channel's sum gathers in m, one residual plane at a time
+    const float count = static_cast<float>(cnt);
+    for (int64_t p = 0; p < HW; ++p) m[p] = r[p];
+    for (int64_t q = 1; q < cnt; ++q)
+      for (int64_t p = 0; p < HW; ++p) m[p] += r[q * step + p];
+    for (int64_t p = 0; p < HW; ++p) y[p] += m[p] / count;
+  }
+  if (has_ab)
+    for (int64_t p = 0; p < HW; ++p) y[p] += ab;
+  if (slope) {
+    const float sl = *slope;
+    for (int64_t p = 0; p < HW; ++p) y[p] = y[p] > 0.f ? y[p] : sl * y[p];
+  }
+  if (ab2) {
+    const float b2 = *ab2;
+    for (int64_t p = 0; p < HW; ++p) y[p] += b2;
+  }
+  if (relu)
+    for (int64_t p = 0; p < HW; ++p) y[p] = y[p] < 0.f ? 0.f : y[p];
+  float lane[16] = {};
+  int64_t p = 0;
+  for (; p + 16 <= HW; p += 16)
+    for (int q = 0; q < 16; ++q) lane[q] += y[p + q];
+  double sum = 0.0;
+  for (; p < HW; ++p) sum += y[p];
+  for (int q = 0; q < 16; ++q) sum += lane[q];
+  return sum;
+}
+
+// In place on float32 [N, O, H, W] (a float conv's output): y = act(y + cfb(residual, O)) then ReLU, the fused
+// epilogue of the runtime's float path in one pass per plane; channel_sums [N * O] receives the plane sums.
+void epilogue_(at::Tensor& y, const c10::optional<at::Tensor>& residual, const c10::optional<at::Tensor>& act_bias,
+               const c10::optional<at::Tensor>& act_slope, const c10::optional<at::Tensor>& act_bias2, bool relu,
+               const c10::optional<at::Tensor>& channel_sums) {
+  TORCH_CHECK(y.dim() == 4 && y.scalar_type() == at::kFloat && y.is_contiguous() && y.device().is_cpu(),
+              "bindense.native: y must be a contiguous float32 CPU tensor [N, O, H, W]");
+  const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3);
+  const float* res = opt_ptr(residual, "residual");
+  if (res) TORCH_CHECK(residual->dim() == 4 && residual->size(0) == N && residual->size(2) * residual->size(3) == HW,
+                       "bindense.native: residual must be [N, Cr, H, W] like y");
+  const int64_t Cr = res ? residual->size(1) : O;
+  const std::vector<int32_t> rmap = res ? cfb_map(Cr, O) : std::vector<int32_t>();
+  const float* ab = vec_ptr(act_bias, O, "act_bias");
+  const float* sl = vec_ptr(act_slope, O, "act_slope");
+  const float* ab2 = vec_ptr(act_bias2, O, "act_bias2");
+  double* sums = sums_ptr(channel_sums, N * O);
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * O, grain(HW), [&](int64_t b, int64_t e) {
+    std::vector<float> m(res && O % Cr != 0 ? HW : 0);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t n = task / O, o = task % O;
+      const float* r = res ? res + (n * Cr + rmap[3 * o]) * HW : nullptr;
+      const double t = epilogue_plane(yp + task * HW, r, res ? rmap[3 * o + 1] * HW : 0, res ? rmap[3 * o + 2] : 1,
+                                      ab ? ab[o] : 0.f, sl ? sl + o : nullptr, ab2 ? ab2 + o : nullptr, ab != nullptr,
+                                      relu, HW, m.data());
+      if (sums) sums[task] = t;
+    }
+  });
+}
+
+// +-1 float32 weights [O, Cg, kh, kw] times scale[o] from packed words [O, kh, kw, ceil(Cg/64)] (the float path's
+// weights, unpacked at each call: the packed words stay the only copy between calls).
+at::Tensor unpack_weights_scaled(const at::Tensor& wb, int64_t Cg, const at::Tensor& scale) {
+  check_bits(wb, "w_bits", "[O, kh, kw, ceil(Cg/64)]");
+  const int64_t O = wb.size(0), kh = wb.size(1), kw = wb.size(2), K = wb.size(3), T = kh * kw;
+  TORCH_CHECK(K == (Cg + 63) / 64, "bindense.native: w_bits has ", K, " words per tap, expected ", (Cg + 63) / 64);
+  const float* sp = vec_ptr(scale, O, "scale");
+  auto out = at::empty({O, Cg, kh, kw}, at::kFloat);
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, O, grain(Cg * T), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      const float s = sp[o];
+      for (int64_t t = 0; t < T; ++t) {
+        const uint64_t* wt = w + (o * T + t) * K;
+        float* dst = op + o * Cg * T + t;
+        for (int64_t c = 0; c < Cg; ++c) dst[c * T] = (wt[c >> 6] >> (c & 63)) & 1 ? s : -s;
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace bdn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -644,4 +734,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "sign_depthwise_conv2d, plus the sum of every output plane (float64 [N * C])");
   m.def("conv2d_fused", &bdn::conv2d_fused, "conv2d with the activation after the unit and the output plane sums");
   m.def("abs_sums", &bdn::abs_sums, "sum |x - threshold| per (sample, channel) plane");
+  m.def("epilogue_", &bdn::epilogue_, "in place: y = act(y + cfb(residual)), ReLU, plane sums (float path)");
+  m.def("unpack_weights_scaled", &bdn::unpack_weights_scaled, "+-scale[o] float weights from packed words");
 }
