@@ -82,7 +82,7 @@ def test_every_native_unit_equals_the_unpacked_unit(tmp_path: Path, name: str) -
             hook.remove()
         for n, (x, want) in seen.items():
             got = units[n](x.contiguous())
-            want = want.clamp_min(0) if units[n].relu else want  # a ReLU after the unit, fused into it
+            want = units[n].fused_activation(want)  # the activation after the unit, fused into it
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=n)
     assert units["heads.seg.conv"].relu  # the seg head's ReLU is fused (and replaced by nn.Identity)
     assert isinstance(packed.model.heads.seg.act, nn.Identity)
@@ -291,3 +291,36 @@ def test_time_pair_reports_wall_and_cpu_medians() -> None:
     assert calls == {"a": 4, "b": 4}  # interleaved, warm-up included
     assert {"packed_ms", "fp32_twin_ms", "speedup_vs_fp32_twin", "packed_cpu_ms", "fp32_twin_cpu_ms",
             "speedup_cpu"} <= set(out)
+
+
+def test_fused_block_activations_and_handed_over_plane_sums(tmp_path: Path, monkeypatch) -> None:
+    """BiDense G=64: each block's LearnableBias -> PReLU is fused into its pwconv1 (the act becomes nn.Identity);
+    every native unit's output carries the float64 sums of its planes, and the next DAB thresholds use them."""
+    import bindense.export.inputs as inputs
+    import bindense.export.runtime as runtime
+    from bindense.models.convnext import BiDenseBlock
+
+    packed = load_packed(_export(tmp_path, METHODS["bidense_g64"]), runtime="native")
+    blocks = [m for m in packed.modules() if isinstance(m, BiDenseBlock)]
+    assert blocks and all(isinstance(b.act, nn.Identity) and b.pwconv1.act_slope is not None for b in blocks)
+    outputs: list[torch.Tensor] = []
+    units = [m for m in packed.modules() if isinstance(m, NativeBinaryConv2d)]
+    hooks = [u.register_forward_hook(lambda m, i, o: outputs.append(o)) for u in units]
+    handed = []
+    real = inputs.dab_threshold
+
+    def counting(dab, x):
+        handed.append(getattr(x, inputs.CHANNEL_SUMS, None) is not None)
+        return real(dab, x)
+
+    monkeypatch.setattr(inputs, "dab_threshold", counting)
+    monkeypatch.setattr(runtime, "dab_threshold", counting)
+    with torch.no_grad():
+        packed(torch.randn(1, 3, 64, 80))
+    for h in hooks:
+        h.remove()
+    assert all(u.emit_sums for u in units) and len(outputs) >= len(units)  # a shared unit runs several times
+    for y in outputs:
+        sums = getattr(y, inputs.CHANNEL_SUMS)
+        torch.testing.assert_close(sums, y.double().sum(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    assert sum(handed) >= 2 * len(blocks)  # pwconv1 and pwconv2 of every block at least

@@ -309,8 +309,10 @@ def test_sign_depthwise_matches_float_conv(isa, case):
     assert torch.equal(y, F.conv2d(sgn(x - thr[0, :, None, None]), sgn(wt), stride=s, padding=p, groups=c))
     a, os_, ob = rand(c, seed=14), rand(c, seed=15), rand(c, seed=16)
     res = rand(*base.shape, seed=17)
+    sums = torch.empty(n, c, dtype=torch.float64)
     y, scale = native.sign_depthwise_conv2d(x, signs, (kh, kw), s, p, threshold=thr, dab_a=a, out_scale=os_,
-                                            out_bias=ob, residual=res, relu=True)
+                                            out_bias=ob, residual=res, relu=True, channel_sums=sums)
+    torch.testing.assert_close(sums, y.double().sum(dim=(2, 3)), rtol=1e-6, atol=1e-6)  # the next DAB's mean
     alpha = torch.exp(a * ((x - thr[:, :, None, None]).abs().mean(dim=(2, 3)) - 1.0))
     torch.testing.assert_close(scale, alpha, rtol=1e-6, atol=0)
     want = (base * alpha[:, :, None, None] * os_[None, :, None, None] + ob[None, :, None, None] + res).clamp_min(0)
@@ -374,7 +376,83 @@ def test_conv_residual_tiled_over_outputs(isa, case):
         torch.testing.assert_close(y, base + res.repeat(1, r, 1, 1), rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="residual must have shape"):
         native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, s, p, g,
-                             residual=rand(n, o + 1, *base.shape[2:]))
+                             residual=rand(n, o, base.shape[2] + 1, base.shape[3]))
+
+
+@pytest.mark.parametrize("cr,o", [(40, 10), (7, 3), (5, 12), (9, 1), (384, 96)])
+def test_conv_residual_cfb_merge(isa, cr, o):
+    """A residual with more channels than outputs (or not dividing them) is added as CFB's cfb(residual, O):
+    tiled copies, then merged channels (means of residual channels), without materialising it."""
+    from bindense.binary import cfb
+
+    c, k = 70, 3
+    x, wt = rand(2, c, 9, 13, seed=cr), rand(o, c, k, k, seed=o)
+    base = F.conv2d(sgn(x), sgn(wt), padding=1)
+    res = rand(2, cr, 9, 13, seed=cr + o)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, k, 1, 1, residual=res)
+    torch.testing.assert_close(y, base + cfb(res, o), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("parts", ["bias_slope", "rprelu", "slope", "scalar_slope"])
+def test_conv_prelu_epilogue_and_channel_sums(isa, parts):
+    """The activation after a unit, fused: prelu(y + bias, slope) + bias_after, the same float ops as
+    LearnableBias -> nn.PReLU -> LearnableBias; channel_sums receives the sum of every output plane."""
+    n, c, o = 2, 130, 40
+    x, wt = rand(n, c, 8, 21, seed=50), rand(o, c, 3, 3, seed=51)
+    bias, slope, after = rand(o, seed=52), rand(o, seed=53).abs() * 0.3, rand(o, seed=54)
+    prelu = {"bias_slope": (bias, slope, None), "rprelu": (bias, slope, after), "slope": (None, slope, None),
+             "scalar_slope": (bias, slope[:1], None)}[parts]
+    res = rand(n, o, 8, 21, seed=55)
+    base = F.conv2d(sgn(x), sgn(wt), padding=1) * 0.5 + res
+    want = base + prelu[0].view(1, -1, 1, 1) if prelu[0] is not None else base
+    want = F.prelu(want, prelu[1])
+    want = want + prelu[2].view(1, -1, 1, 1) if prelu[2] is not None else want
+    assert (want < 0).any() and (want > 0).any()
+    sums = torch.full((n, o), 7.0, dtype=torch.float64)
+    y = native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, 3, 1, 1,
+                             out_scale=torch.full((o,), 0.5), residual=res, prelu=prelu, channel_sums=sums)
+    torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(sums, y.double().sum(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="prelu slope must have 40 elements"):
+        native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, 3, 1, 1, prelu=(None, bias[:3],
+                                                                                                      None))
+    with pytest.raises(ValueError, match=r"channel_sums must be a contiguous float64 tensor \[2, 40\]"):
+        native.binary_conv2d(native.pack_activations(x), native.pack_weights(wt), c, 3, 1, 1,
+                             channel_sums=torch.zeros(2, 40))
+
+
+def test_grouped_random_shapes_all_isas_agree():
+    """DAB groups on random shapes (interior tiles and borders, 1x1 to 3x3, strides, group sizes that do and do
+    not divide the channels): every native path equals the float conv of the scaled signs to float rounding."""
+    g = torch.Generator().manual_seed(1)
+    for trial in range(10):
+        c, o = (int(v) for v in torch.randint(2, 300, (2,), generator=g))
+        gsize = int(torch.randint(1, 140, (1,), generator=g))
+        k = int(torch.randint(1, 4, (1,), generator=g))
+        s = int(torch.randint(1, 3, (1,), generator=g))
+        p = int(torch.randint(0, k, (1,), generator=g))
+        h, w = int(torch.randint(k, 9, (1,), generator=g)), int(torch.randint(max(k, 9), 20, (1,), generator=g))
+        x, wt = rand(2, c, h, w, seed=trial), rand(o, c, k, k, seed=50 + trial)
+        gs = rand(2, (c + gsize - 1) // gsize, seed=90 + trial).abs() + 0.1
+        alpha = gs[:, torch.arange(c) // gsize]
+        want = F.conv2d(sgn(x) * alpha[:, :, None, None], sgn(wt), stride=s, padding=p)
+        xb, wb = native.pack_activations(x), native.pack_weights(wt)
+        for name in ISAS:
+            native.set_isa(name)
+            try:
+                y = native.binary_conv2d(xb, wb, c, k, s, p, channel_group_size=gsize, group_scale=gs)
+                torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()),
+                                           msg=str((name, c, o, gsize, k, s, p, h, w)))
+            finally:
+                native.set_isa(None)
+
+
+@pytest.mark.parametrize("c", [1, 64, 130])
+def test_abs_sums(isa, c):
+    x, thr = rand(2, c, 7, 37, seed=c), rand(2, c, seed=3)
+    torch.testing.assert_close(native.abs_sums(x, thr), (x - thr[:, :, None, None]).abs().sum(dim=(2, 3)),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(native.abs_sums(x), x.abs().sum(dim=(2, 3)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 70, 4, 33), (1, 1, 1, 1)])
@@ -389,3 +467,31 @@ def test_dab_dense_matches_dab_formula(isa, shape):
     torch.testing.assert_close(alpha, want_alpha, rtol=1e-6, atol=0)
     assert torch.equal(y, sgn(s) * alpha[:, :, None, None])
     assert y[0, 0, 0, 0] == alpha[0, 0]
+
+
+@pytest.mark.parametrize("cr", [40, 10, 5, 13, 7])
+def test_epilogue_in_place(isa, cr):
+    """The float path's epilogue in one pass: y + cfb(residual, O), LearnableBias -> PReLU -> LearnableBias, ReLU,
+    plane sums; the same float ops as the unfused torch modules (CFB's merged means to rounding)."""
+    from bindense.binary import cfb
+
+    n, o = 2, 10
+    y, res = rand(n, o, 7, 9, seed=60), rand(n, cr, 7, 9, seed=61)
+    bias, slope, after = rand(o, seed=62), rand(o, seed=63).abs() * 0.2, rand(o, seed=64)
+    want = F.prelu(y + cfb(res, o) + bias.view(1, -1, 1, 1), slope) + after.view(1, -1, 1, 1)
+    sums = torch.empty(n, o, dtype=torch.float64)
+    got = native.epilogue_(y.clone(), res, (bias, slope, after), channel_sums=sums)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sums, got.double().sum(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    assert torch.equal(native.epilogue_(y.clone(), relu=True), y.clamp_min(0))
+    with pytest.raises(ValueError, match="residual must be"):
+        native.epilogue_(y.clone(), rand(n, cr, 7, 8))
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2]], ids=["3x3", "1x1"])
+def test_unpack_weights_scaled(isa, case):
+    _, c, o, _, _, k, _, _, g = case
+    wt = rand(o, c // g, k, k, seed=70)
+    scale = rand(o, seed=71)
+    got = native.unpack_weights_scaled(native.pack_weights(wt), c // g, scale)
+    assert got.is_contiguous() and torch.equal(got, sgn(wt) * scale.view(-1, 1, 1, 1))

@@ -73,7 +73,7 @@ def compare(reference: nn.Module, packed: nn.Module, x: Tensor) -> dict[str, flo
     def check(unit: NativeBinaryConv2d):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             got = unit(inputs[0].contiguous())
-            output = output.clamp_min(0) if unit.relu else output  # the ReLU after the unit, fused into it
+            output = unit.fused_activation(output)  # the activation after the unit, fused into it
             worst[0] = max(worst[0], float((got - output).abs().max() / output.abs().max().clamp_min(1e-12)))
 
         return hook

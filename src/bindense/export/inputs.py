@@ -76,11 +76,24 @@ class _AdaBinInput(_Input):
         return BinaryInput(bits=bits, scale=alpha, offset=alpha * beta, dense=self.dense(x))
 
 
+#: attribute of a native unit's output tensor holding the float64 sums of its planes [N, C], taken by the kernel's
+#: epilogue (docs/DEPLOY.md section 5): the next DAB's mean without another pass over the tensor
+CHANNEL_SUMS = "_bindense_channel_sums"
+
+
 def dab_threshold(dab: DAB, x: Tensor) -> Tensor:
-    """DAB's threshold ``k mean(x) + b`` per (sample, channel), [N, C]: ``x - threshold`` is DAB's ``s`` bit for bit
-    (the same ops as :meth:`DAB.centred`), so the packed bits of ``x >= threshold`` are its signs."""
+    """DAB's threshold ``k mean(x) + b`` per (sample, channel), [N, C], with the same ops as :meth:`DAB.centred`.
+
+    The mean comes from the plane sums a native unit's epilogue attached to ``x`` (:data:`CHANNEL_SUMS`, summed
+    in float64, rounded once) where ``x`` is such an output, else from ``x.mean`` (then ``x - threshold`` is DAB's
+    ``s`` bit for bit). The two means agree to float rounding (summation order)."""
     n, c = x.shape[:2]
-    return (dab.k * x.mean(dim=(2, 3), keepdim=True) + dab.b).reshape(n, c).contiguous()
+    sums = getattr(x, CHANNEL_SUMS, None)
+    if sums is not None and tuple(sums.shape) == (n, c):
+        mean = (sums / (x.shape[2] * x.shape[3])).to(x.dtype).view(n, c, 1, 1)
+    else:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+    return (dab.k * mean + dab.b).reshape(n, c).contiguous()
 
 
 class _DABInput(_Input):

@@ -25,12 +25,32 @@ from torch import Tensor, nn
 from bindense import native
 from bindense.binary import BinaryConv2d, cfb
 from bindense.binary.binarizers import DAB, AdaBinActivation, RSign, SignActivation
+from bindense.binary.layers import LearnableBias
 from bindense.export.bits import unpack_signs
-from bindense.export.inputs import INPUTS, BinaryInput, dab_threshold
+from bindense.export.inputs import CHANNEL_SUMS, INPUTS, BinaryInput, dab_threshold
+from bindense.models.convnext import BiDenseBlock, BNNBlock
 from bindense.models.heads import DepthHead, SegHead
 
-#: modules whose forward applies their ReLU attribute straight to their unit attribute's output: type -> (unit, relu)
-RELU_AFTER: dict[type[nn.Module], tuple[str, str]] = {SegHead: ("conv", "act"), DepthHead: ("conv", "act")}
+#: modules whose forward applies their activation attribute straight to their unit attribute's output:
+#: type -> (unit, activation)
+RELU_AFTER: dict[type[nn.Module], tuple[str, str]] = {
+    SegHead: ("conv", "act"), DepthHead: ("conv", "act"), BNNBlock: ("pwconv1", "act"),
+    BiDenseBlock: ("pwconv1", "act"),
+}  # fmt: skip
+
+
+def prelu_parts(act: nn.Module) -> tuple[Tensor | None, Tensor, Tensor | None] | None:
+    """``(bias, slope, bias_after)`` of an activation the epilogue computes as ``prelu(y + bias, slope) +
+    bias_after``: ``nn.PReLU``, ``LearnableBias -> PReLU`` (the ``prelu`` act) or ``LearnableBias -> PReLU ->
+    LearnableBias`` (RPReLU); None for any other module."""
+    parts = list(act.children()) if isinstance(act, nn.Sequential) else [act]
+    kinds = [type(m) for m in parts]
+    if kinds not in ([nn.PReLU], [LearnableBias, nn.PReLU], [LearnableBias, nn.PReLU, LearnableBias]):
+        return None
+    prelu = parts[kinds.index(nn.PReLU)]
+    bias = parts[0].bias.detach().reshape(-1) if kinds[0] is LearnableBias else None
+    after = parts[2].bias.detach().reshape(-1) if len(parts) == 3 else None
+    return bias, prelu.weight.detach().reshape(-1), after
 
 _BYTE_TO_PM1 = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1  # [256, 8]
 
@@ -85,6 +105,12 @@ class NativeBinaryConv2d(nn.Module):
         self.activation = INPUTS[type(unit.activation_binarizer)](unit.activation_binarizer)
         #: a ReLU that follows the unit, fused into its epilogue by :func:`fuse_relus`
         self.relu = False
+        #: a PReLU-type activation that follows the unit (:func:`prelu_parts`), fused by :func:`fuse_relus`
+        self.register_buffer("act_bias", None)
+        self.register_buffer("act_slope", None)
+        self.register_buffer("act_bias2", None)
+        #: hand the sums of the output planes to the next unit (a DAB threshold's mean), set by :func:`to_native`
+        self.emit_sums = False
         signs = unpack_signs(parts["signs"], [out_channels, cg, kh, kw])
         pm1 = signs.float() * 2 - 1
         self.weight_shape = (out_channels, cg, kh, kw)
@@ -164,6 +190,9 @@ class NativeBinaryConv2d(nn.Module):
         """The +-1 float weight (times ``scale[o]`` if given), unpacked from the packed storage at each call (weights
         stay packed), written once into standard strides: the permuted view of a 1x1 weight counts as contiguous
         but its strides send torch's conv down a channels-last path (3x slower for 1x1 384->96 at 120x120)."""
+        if self.w_signs is None and scale is not None:  # one native pass (pure torch without the extension)
+            words = self.w_bits if self.weights is None else self.weights.words()
+            return native.unpack_weights_scaled(words, self.in_channels // self.groups, scale)
         if self.w_signs is not None:
             pm1 = unpack_signs(self.w_signs, list(self.weight_shape)).float().mul_(2).sub_(1)
         else:
@@ -179,6 +208,44 @@ class NativeBinaryConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, groups={self.groups}, bypass={self.bypass}"
         )
+
+    @property
+    def prelu(self) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
+        """The fused PReLU-type activation as ``(bias, slope, bias_after)`` (None: none fused)."""
+        if self.act_bias is None and self.act_slope is None and self.act_bias2 is None:
+            return None
+        return self.act_bias, self.act_slope, self.act_bias2
+
+    def fuse_activation(self, act: nn.Module) -> bool:
+        """Fold ``act`` (applied straight to this unit's output) into the epilogue; False if it cannot be."""
+        if self.relu or self.prelu is not None:
+            return False
+        if type(act) is nn.ReLU:
+            self.relu = True
+            return True
+        parts = prelu_parts(act)
+        if parts is None:
+            return False
+        for name, v in zip(("act_bias", "act_slope", "act_bias2"), parts):
+            if v is not None:
+                setattr(self, name, v.float().expand(self.out_channels).clone())
+        return True
+
+    def fused_activation(self, y: Tensor) -> Tensor:
+        """The activations fused into this unit applied to ``y`` in torch (the unfused model's ops)."""
+        bias, slope, after = self.prelu or (None, None, None)
+        y = y + bias.view(1, -1, 1, 1) if bias is not None else y
+        y = F.prelu(y, slope) if slope is not None else y
+        y = y + after.view(1, -1, 1, 1) if after is not None else y
+        return y.clamp_min(0) if self.relu else y
+
+    def _emit(self, y: Tensor, sums: Tensor | None) -> Tensor:
+        if sums is not None:
+            setattr(y, CHANNEL_SUMS, sums)
+        return y
+
+    def _sums(self, x: Tensor) -> Tensor | None:
+        return torch.empty(x.shape[0], self.out_channels, dtype=torch.float64) if self.emit_sums else None
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels, f"unit {self.name!r}")
@@ -199,11 +266,15 @@ class NativeBinaryConv2d(nn.Module):
             # out_scale folded into the +-1 weights (each product rounds once, as scale * S did) and out_bias
             # as the conv's bias: the conv writes the epilogue's result, no extra pass
             w = self.pm1_weight(self.out_scale)
-            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups)
+            y = F.conv2d(inp.dense, w, self.out_bias, self.stride, self.padding, 1, self.groups).contiguous()
+            if self._cfb_in_epilogue(inp):  # the bypass (CFB tiled / merged), activation and sums in one pass
+                sums = self._sums(x)
+                return self._emit(native.epilogue_(y, residual, self.prelu, self.relu, sums), sums)
             y = y if residual is None else y.add_(residual)
-            return y.clamp_min_(0) if self.relu else y
+            return self.fused_activation(y)
         out_scale = self.out_scale if inp.scale is None else (self.out_scale * inp.scale.detach()).contiguous()
-        return native.binary_conv2d(
+        sums = self._sums(x)
+        return self._emit(native.binary_conv2d(
             inp.bits,
             self.weights,
             self.in_channels,
@@ -217,7 +288,9 @@ class NativeBinaryConv2d(nn.Module):
             out_bias=self.out_bias,
             residual=residual,
             relu=self.relu,
-        )
+            prelu=self.prelu,
+            channel_sums=sums,
+        ), sums)
 
     def _sign_depthwise(self, x: Tensor) -> Tensor:
         """Depthwise unit in one native pass per plane: signs, DAB's statistic, 7x7 sums, epilogue."""
@@ -227,18 +300,22 @@ class NativeBinaryConv2d(nn.Module):
             threshold = act.bias.detach().reshape(-1).neg().contiguous()  # x - (-bias) == x + bias exactly
         elif isinstance(act, DAB) and act.group_size is None:
             threshold, dab_a = dab_threshold(act, x), act.a.detach()
-        elif isinstance(act, DAB):  # grouped: the statistic spans several planes, taken by the packing pass first
+        elif isinstance(act, DAB):  # grouped: the statistic spans several planes, one read-only pass first
             threshold = dab_threshold(act, x)
-            _, abs_sums = native.pack_activations_stats(x, threshold)
-            per_group = act.group_alpha_from(abs_sums / (x.shape[2] * x.shape[3])).detach()
+            per_group = act.group_alpha_from(native.abs_sums(x, threshold) / (x.shape[2] * x.shape[3])).detach()
             channel_scale = per_group.repeat_interleave(act.group_size, dim=1)[:, : self.in_channels]
         signs = unpack_signs(self.w_signs, list(self.weight_shape)).to(torch.int8).mul_(2).sub_(1)
+        sums = self._sums(x) if self.prelu is None else None
         y, _ = native.sign_depthwise_conv2d(
             x, signs, self.kernel_size, self.stride, self.padding, threshold=threshold, dab_a=dab_a,
             out_scale=self.out_scale, out_bias=self.out_bias, residual=self._residual(x, BinaryInput()),
-            relu=self.relu, channel_scale=channel_scale,
+            relu=self.relu and self.prelu is None, channel_scale=channel_scale, channel_sums=sums,
         )
-        return y
+        return self._emit(y, sums) if self.prelu is None else self.fused_activation(y)
+
+    def _cfb_in_epilogue(self, inp: BinaryInput) -> bool:
+        """Whether the epilogue adds the raw CFB shortcut itself (no AdaBin correction maps to add beside it)."""
+        return inp.offset is None and self.mid_scale is None
 
     def _box_sum(self, a: Tensor) -> Tensor:
         """Sum of ``a`` over each output's window (zero padded) and the input channels of its group."""
@@ -257,9 +334,8 @@ class NativeBinaryConv2d(nn.Module):
             shortcut = (
                 x if (ho, wo) == tuple(x.shape[-2:]) else F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
             )
-            tiled = inp.offset is None and self.mid_scale is None and self.out_channels % shortcut.shape[1] == 0
-            # CFB's r tiled copies of x: the kernel reads the shortcut tiled (native path only)
-            terms.append(shortcut if tiled and inp.bits is not None else cfb(shortcut, self.out_channels))
+            # CFB's tiled copies / merged channels of x: the kernel (or native.epilogue_) reads the shortcut itself
+            terms.append(shortcut if self._cfb_in_epilogue(inp) else cfb(shortcut, self.out_channels))
         if inp.offset is not None:
             ones = x.new_ones(1, 1, *x.shape[-2:])
             terms.append(F.conv2d(ones, self.tap_sums, None, self.stride, self.padding) * inp.offset.detach())
@@ -328,6 +404,10 @@ def to_native(
             replace(model, unit, other)
     native_attention(model, replace)  # binary ViT attention: integer scores, no softmax (where exact)
     fuse_relus(model)
+    units = [m for m in model.modules() if isinstance(m, NativeBinaryConv2d)]
+    if any(isinstance(m.activation.binarizer, DAB) for m in units):  # DAB thresholds take the handed-over sums
+        for m in units:
+            m.emit_sums = True
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | NativeBinaryConv2d)), None)
     return NativeModel(model, first.in_channels if first is not None else 3)
 
@@ -346,8 +426,9 @@ def _relu_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
 
 
 def fuse_relus(model: nn.Module) -> int:
-    """Fold every ``nn.ReLU`` applied directly to a native unit's output into the unit's epilogue (the ReLU
-    becomes ``nn.Identity``); returns how many. A shared unit (several positions) is never fused."""
+    """Fold every ``nn.ReLU`` or PReLU-type activation (:func:`prelu_parts`) applied directly to a native unit's
+    output into the unit's epilogue (the activation becomes ``nn.Identity``); returns how many. A shared unit or
+    activation (several positions) is never fused."""
     counts: dict[int, int] = {}
     for m in model.modules():
         for child in m._modules.values():  # with repeats: a shared module is listed at each of its positions
@@ -357,8 +438,8 @@ def fuse_relus(model: nn.Module) -> int:
     fused = 0
     for parent, unit_name, act_name in _relu_pairs(model):
         unit, act = getattr(parent, unit_name), getattr(parent, act_name)
-        if isinstance(unit, NativeBinaryConv2d) and type(act) is nn.ReLU and counts[id(unit)] == 1 and not unit.relu:
-            unit.relu = True
+        if (isinstance(unit, NativeBinaryConv2d) and counts[id(unit)] == 1 and counts.get(id(act)) == 1
+                and unit.fuse_activation(act)):
             setattr(parent, act_name, nn.Identity())
             fused += 1
     return fused

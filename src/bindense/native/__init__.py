@@ -26,7 +26,7 @@ from bindense.native.reference import pack_weights, unpack_activations, unpack_w
 __all__ = [
     "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
     "unpack_weights", "prepare_weights", "PreparedWeights", "binary_conv2d", "binary_conv_transpose2d",
-    "prepared_bytes", "ISAS",
+    "prepared_bytes", "ISAS", "abs_sums", "epilogue_", "unpack_weights_scaled",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
@@ -72,18 +72,23 @@ def isa() -> str:
     return supported_isas()[0]
 
 
+def _check_pack_args(x: torch.Tensor, threshold: torch.Tensor | None, where: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"bindense.native.{where}: x must be a float32 tensor [N, C, H, W], got {got}")
+    n, c = x.shape[:2]
+    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
+        raise ValueError(f"bindense.native.{where}: threshold must be float32 [{c}] or [{n}, {c}], got "
+                         f"{threshold.dtype} {list(threshold.shape)}")
+
+
 def pack_activations(x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Pack float32 activations [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold >= 0).
 
     ``threshold``: None (0), [C] (per channel) or [N, C] (per sample and channel, e.g. DAB's tau).
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
-        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"bindense.native.pack_activations: x must be a float32 tensor [N, C, H, W], got {got}")
+    _check_pack_args(x, threshold, "pack_activations")
     n, c = x.shape[:2]
-    if threshold is not None and (threshold.dtype != torch.float32 or tuple(threshold.shape) not in ((c,), (n, c))):
-        raise ValueError(f"bindense.native.pack_activations: threshold must be float32 [{c}] or [{n}, {c}], got "
-                         f"{threshold.dtype} {list(threshold.shape)}")
     ext = build.extension()
     if ext is None or isa() == "torch" or x.device.type != "cpu":
         return reference.pack_activations(x, threshold)
@@ -137,7 +142,37 @@ def prepared_bytes(w_bits: torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in entry[1]) if entry is not None else 0
 
 
-def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False) -> torch.Tensor | None:
+def _epilogue_vectors(prelu: tuple[torch.Tensor | None, ...] | None, out_channels: int) -> list:
+    """``prelu=(bias, slope, bias_after)`` as three contiguous float32 [O] vectors (or None each), checked."""
+    if prelu is None:
+        return [None, None, None]
+    if len(prelu) != 3:
+        raise ValueError("bindense.native: prelu must be (bias, slope, bias_after), each a tensor or None")
+    vecs = []
+    for name, v in zip(("bias", "slope", "bias_after"), prelu):
+        if v is not None:
+            v = v.detach().float().reshape(-1)
+            v = v.expand(out_channels) if v.numel() == 1 else v
+            if v.numel() != out_channels:
+                raise ValueError(f"bindense.native: prelu {name} must have {out_channels} elements (one per output "
+                                 f"channel) or 1, got {v.numel()}")
+            v = v.contiguous()
+        vecs.append(v)
+    return vecs
+
+
+def _check_channel_sums(channel_sums: torch.Tensor | None, n: int, c: int) -> torch.Tensor | None:
+    """``channel_sums`` checked (a contiguous float64 [N, C] tensor), flattened for the kernels."""
+    if channel_sums is None:
+        return None
+    if channel_sums.dtype != torch.float64 or tuple(channel_sums.shape) != (n, c) or not channel_sums.is_contiguous():
+        raise ValueError(f"bindense.native: channel_sums must be a contiguous float64 tensor [{n}, {c}], got "
+                         f"{channel_sums.dtype} {list(channel_sums.shape)}")
+    return channel_sums.view(-1)
+
+
+def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False, prelu: list | None = None,
+            sums: torch.Tensor | None = None) -> torch.Tensor | None:
     name = isa()
     ext = build.extension() if name != "torch" else None
     if ext is None:
@@ -148,7 +183,10 @@ def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False) -> tor
         words = w.words() if isinstance(w, PreparedWeights) else w
         y = ext.depthwise_conv2d(spec.x_bits, words, spec.in_channels, *spec.kernel_size, *spec.stride,
                                  *spec.padding, spec.channel_group_size or 0, *epi)
-        return y.clamp_min_(0) if relu else y
+        y = reference.prelu_epilogue(y, prelu, relu) if prelu is not None or relu else y
+        if sums is not None:
+            sums.copy_(y.double().sum(dim=(2, 3)).view(-1))
+        return y
     if not isinstance(w, PreparedWeights):
         wt, wpop = _prepared(ext, spec, name)
     elif w.layout == name:
@@ -156,8 +194,9 @@ def _native(spec: ConvSpec, out: torch.Tensor | None, relu: bool = False) -> tor
     else:  # prepared for another ISA path: a layout for this call only
         wt, wpop = ext.prepare_weights(w.words(), spec.in_channels, spec.groups, spec.channel_group_size or 0,
                                        name)
-    return ext.conv2d(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size, *spec.stride,
-                      *spec.padding, spec.groups, spec.channel_group_size or 0, *epi, relu)
+    return ext.conv2d_fused(spec.x_bits, wt, wpop, spec.in_channels, spec.out_channels, *spec.kernel_size,
+                            *spec.stride, *spec.padding, spec.groups, spec.channel_group_size or 0, *epi, relu,
+                            *(prelu or [None, None, None]), sums)
 
 
 def binary_conv2d(
@@ -175,43 +214,52 @@ def binary_conv2d(
     residual: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     relu: bool = False,
+    prelu: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
+    channel_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Binary conv of packed activations and weights: float32 [N, O, Ho, Wo] (written into ``out`` if given).
 
-    ``y = out_scale[o] * S + out_bias[o] + residual``; a residual with O/r channels is tiled r times over the
-    outputs (CFB's repeat, without materialising it). ``S`` = sum over the taps inside the image and the input
+    ``y = out_scale[o] * S + out_bias[o] + residual``; a residual with another channel count Cr is added as
+    ``bindense.binary.cfb(residual, O)`` without materialising it: tiled where Cr divides O (CFB's repeat), CFB's
+    merged channels (means of residual channels) where Cr > O. ``S`` = sum over the taps inside the image and the input
     channels of o's group of sign_x * sign_w (an exact integer); with ``channel_group_size=g`` and
     ``group_scale`` [N, ceil(C/g)]: ``S = sum_k group_scale[n, k] * S_k`` over groups k of g consecutive input
     channels (the last one smaller). Depthwise (groups == C == O) and any channel count are supported.
     ``out``: a contiguous float32 [N, O, Ho, Wo] buffer to reuse (a fresh large output costs page faults).
     ``w_bits``: packed words (laid out for the kernels at the first call and cached on the tensor: keep the same
     tensor object between calls) or :func:`prepare_weights`' result (no cache: the layout is the only copy).
-    ``relu=True`` clamps the result at 0 in the epilogue (a ReLU after the conv, fused).
+    ``relu=True`` clamps the result at 0 in the epilogue (a ReLU after the conv, fused). ``prelu=(bias, slope,
+    bias_after)`` applies ``prelu(y + bias, slope) + bias_after`` per output channel before it (LearnableBias ->
+    PReLU [-> LearnableBias] after the unit, fused; each part optional). ``channel_sums``: a float64 [N, O] tensor
+    that receives the sum of each output plane (the mean the next DAB's threshold needs), taken by the epilogue.
     """
     spec = check_conv(x_bits, w_bits, in_channels, kernel_size, stride, padding, groups, channel_group_size,
                       group_scale, out_scale, out_bias, residual)
     if out is not None:
         check_output(out, spec)
-    y = _native(spec, out, relu)
-    if y is not None:
-        return y
-    if isinstance(spec.w_bits, PreparedWeights):
-        spec = replace(spec, w_bits=spec.w_bits.words())
-    y = reference.binary_conv2d(spec)
-    if relu:
-        y = y.clamp_min(0)
-    return out.copy_(y) if out is not None else y
+    vecs = _epilogue_vectors(prelu, spec.out_channels)
+    sums = _check_channel_sums(channel_sums, x_bits.shape[0], spec.out_channels)
+    y = _native(spec, out, relu, vecs if prelu is not None else None, sums)
+    if y is None:
+        if isinstance(spec.w_bits, PreparedWeights):
+            spec = replace(spec, w_bits=spec.w_bits.words())
+        y = reference.prelu_epilogue(reference.binary_conv2d(spec), vecs if prelu is not None else None, relu)
+        y = out.copy_(y) if out is not None else y
+        if sums is not None:
+            sums.copy_(y.double().sum(dim=(2, 3)).view(-1))
+    return y
 
 
 def pack_activations_stats(x: torch.Tensor, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pack_activations` plus ``sum |x - threshold|`` per (sample, channel), float32 [N, C], taken in the
     same pass over ``x`` (DAB's ``mean|s|`` statistic without materialising ``s``)."""
-    bits = pack_activations(x, threshold)  # checks the arguments
     ext = build.extension()
     if ext is None or isa() == "torch" or x.device.type != "cpu":
+        bits = pack_activations(x, threshold)  # checks the arguments
         n, c = x.shape[:2]
         thr = torch.zeros(()) if threshold is None else threshold.expand(n, c).reshape(n, c, 1, 1)
         return bits, (x - thr).abs().sum(dim=(2, 3))
+    _check_pack_args(x, threshold, "pack_activations_stats")
     n, c = x.shape[:2]
     thr = threshold.expand(n, c).contiguous() if threshold is not None else None
     bits, rows = ext.pack_activations_stats(x.contiguous(), thr, True)
@@ -248,6 +296,7 @@ def sign_depthwise_conv2d(
     residual: torch.Tensor | None = None,
     relu: bool = False,
     channel_scale: torch.Tensor | None = None,
+    channel_sums: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depthwise binary conv (groups == C == O) straight from float32 activations [N, C, H, W]: ``(y, scale)``.
 
@@ -257,7 +306,8 @@ def sign_depthwise_conv2d(
     (grouped DAB, whose statistic spans several planes), else 1, and
     ``y = (scale * S) * out_scale[c] + out_bias[c] + residual`` (clamped at 0 with ``relu``). ``w_signs``: int8
     +1/-1 [C, 1, kh, kw] (or bool, True = +1); ``threshold``: [C] or [N, C]. One pass over ``x`` builds the signs
-    and the statistic of a plane, then the taps accumulate in int16 along its rows.
+    and the statistic of a plane, then the taps accumulate in int16 along its rows. ``channel_sums``: a float64
+    [N, C] tensor that receives the sum of each output plane (taken by the epilogue).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32:
         got = f"{x.dtype} {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -284,14 +334,74 @@ def sign_depthwise_conv2d(
         if v is not None and v.numel() != c:
             raise ValueError(f"bindense.native.sign_depthwise_conv2d: {name} must have {c} elements, got {v.numel()}")
     ext = build.extension()
+    sums = _check_channel_sums(channel_sums, n, c)
     if ext is None or isa() == "torch" or x.device.type != "cpu":
-        return reference.sign_depthwise_conv2d(x, w_signs, (kh, kw), stride, padding, thr, *vec, residual, relu,
-                                               cs_in)
+        y, scale = reference.sign_depthwise_conv2d(x, w_signs, (kh, kw), stride, padding, thr, *vec, residual, relu,
+                                                   cs_in)
+        if sums is not None:
+            sums.copy_(y.double().sum(dim=(2, 3)).view(-1))
+        return y, scale
     if residual is not None:
         residual = residual.float().contiguous()
     a, os_, ob = vec
-    return tuple(ext.sign_depthwise_conv2d(x.contiguous(), w_signs.contiguous(), kh, kw, *stride, *padding, thr,
-                                           a, cs_in, os_, ob, residual, relu, isa()))
+    return tuple(ext.sign_depthwise_conv2d_sums(x.contiguous(), w_signs.contiguous(), kh, kw, *stride, *padding, thr,
+                                                a, cs_in, os_, ob, residual, relu, isa(), sums))
+
+
+def epilogue_(
+    y: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    prelu: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None = None,
+    relu: bool = False,
+    channel_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In place on a float conv's output y [N, O, H, W] (contiguous float32): ``y += cfb(residual, O)``, then
+    ``prelu=(bias, slope, bias_after)`` and ``relu`` as in :func:`binary_conv2d`, in one pass per plane;
+    ``channel_sums`` (float64 [N, O]) receives the plane sums. Returns ``y``."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 4 or y.dtype != torch.float32 or not y.is_contiguous():
+        raise ValueError("bindense.native.epilogue_: y must be a contiguous float32 tensor [N, O, H, W]")
+    n, o = y.shape[:2]
+    if residual is not None and (residual.dim() != 4 or residual.shape[0] != n or residual.shape[2:] != y.shape[2:]):
+        raise ValueError(f"bindense.native.epilogue_: residual must be [{n}, Cr, {y.shape[2]}, {y.shape[3]}], got "
+                         f"{list(residual.shape)}")
+    vecs = _epilogue_vectors(prelu, o)
+    sums = _check_channel_sums(channel_sums, n, o)
+    ext = build.extension()
+    if ext is None or isa() == "torch" or y.device.type != "cpu":
+        if residual is not None:
+            from bindense.binary.layers import cfb  # noqa: PLC0415
+
+            y.add_(cfb(residual, o))
+        y.copy_(reference.prelu_epilogue(y, vecs if prelu is not None else None, relu))
+        if sums is not None:
+            sums.copy_(y.double().sum(dim=(2, 3)).view(-1))
+        return y
+    res = residual.float().contiguous() if residual is not None else None
+    ext.epilogue_(y, res, *vecs, relu, sums)
+    return y
+
+
+def unpack_weights_scaled(w_bits: torch.Tensor, channels: int, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 weights ``scale[o] * (+-1)`` [O, channels, kh, kw] from packed words [O, kh, kw, ceil(channels/64)]
+    (one pass; the float path's weights, unpacked at each call so that the words stay the only copy)."""
+    ext = build.extension()
+    scale = scale.detach().float().reshape(-1).contiguous()
+    if ext is None or isa() == "torch":
+        return unpack_weights(w_bits, channels) * scale.view(-1, 1, 1, 1)
+    return ext.unpack_weights_scaled(w_bits.contiguous(), channels, scale)
+
+
+def abs_sums(x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum |x - threshold|`` per (sample, channel) plane of float32 [N, C, H, W]: float32 [N, C] (DAB's
+    ``mean|s|`` statistic times H * W), one read-only pass; ``threshold`` [C] or [N, C]."""
+    _check_pack_args(x, threshold, "abs_sums")
+    n, c = x.shape[:2]
+    thr = threshold.expand(n, c).contiguous() if threshold is not None else None
+    ext = build.extension()
+    if ext is None or isa() == "torch" or x.device.type != "cpu":
+        t = thr.view(n, c, 1, 1) if thr is not None else torch.zeros(())
+        return (x - t).abs().sum(dim=(2, 3))
+    return ext.abs_sums(x.contiguous(), thr)
 
 
 def binary_conv_transpose2d(

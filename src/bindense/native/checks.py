@@ -120,9 +120,9 @@ def check_conv(
     for name, t in (("out_scale", out_scale), ("out_bias", out_bias)):
         if t is not None:
             _tensor(t, name, torch.float32, (o,))
-    if residual is not None:  # [N, O, Ho, Wo], or fewer channels tiled over the O outputs (CFB's repeat)
+    if residual is not None:  # [N, O, Ho, Wo], or another channel count: cfb(residual, O) (CFB's tiling / merge)
         rc = residual.shape[1] if isinstance(residual, torch.Tensor) and residual.dim() == 4 else o
-        _tensor(residual, "residual", torch.float32, (n, rc if rc >= 1 and o % rc == 0 else o, ho, wo))
+        _tensor(residual, "residual", torch.float32, (n, rc if rc >= 1 else o, ho, wo))
     return ConvSpec(x_bits, w_bits, in_channels, o, (kh, kw), (sh, sw), (ph, pw), groups, (ho, wo),
                     channel_group_size, group_scale, out_scale, out_bias, residual)
 

@@ -66,9 +66,21 @@ def epilogue(s: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
         s = s * spec.out_scale[None, :, None, None]
     if spec.out_bias is not None:
         s = s + spec.out_bias[None, :, None, None]
-    if spec.residual is not None:  # fewer channels: tiled over the outputs
-        s = s + spec.residual.repeat(1, s.shape[1] // spec.residual.shape[1], 1, 1)
+    if spec.residual is not None:  # another channel count: CFB's tiling / channel merge over the outputs
+        from bindense.binary.layers import cfb  # noqa: PLC0415
+
+        s = s + cfb(spec.residual, s.shape[1])
     return s
+
+
+def prelu_epilogue(y: torch.Tensor, prelu: tuple[torch.Tensor | None, ...] | None, relu: bool) -> torch.Tensor:
+    """The activation after a unit: ``prelu(y + bias, slope) + bias_after`` (each optional), then the ReLU."""
+    if prelu is not None:
+        bias, slope, bias_after = prelu
+        y = y + bias.view(1, -1, 1, 1) if bias is not None else y
+        y = torch.where(y > 0, y, slope.view(1, -1, 1, 1) * y) if slope is not None else y
+        y = y + bias_after.view(1, -1, 1, 1) if bias_after is not None else y
+    return y.clamp_min(0) if relu else y
 
 
 def binary_conv2d(spec: ConvSpec) -> torch.Tensor:

@@ -176,6 +176,39 @@ at::Tensor depthwise(const Isa& isa, const at::Tensor& xb, const at::Tensor& wb,
   return y;
 }
 
+// CFB's rule (bindense.binary.cfb) as a map per output channel o of O: (first residual channel, stride, count), the
+// output adding the mean of those channels: with O = r * Cr + m, r tiled copies (o % Cr), then m merged channels
+// (merged channel j < m - 1: channels g * (m - 1) + j for g < Cr / m; the last: every remaining channel).
+std::vector<int32_t> cfb_map(int64_t Cr, int64_t O) {
+  std::vector<int32_t> map(3 * O);
+  const int64_t r = O / Cr, m = O % Cr, groups = m ? Cr / m : 0, strided = groups * (m - 1);
+  for (int64_t o = 0; o < O; ++o) {
+    int32_t* e = map.data() + 3 * o;
+    const int64_t j = o - r * Cr;
+    if (j < 0) {
+      e[0] = static_cast<int32_t>(o % Cr), e[1] = 1, e[2] = 1;
+    } else if (j < m - 1) {
+      e[0] = static_cast<int32_t>(j), e[1] = static_cast<int32_t>(m - 1), e[2] = static_cast<int32_t>(groups);
+    } else {
+      e[0] = static_cast<int32_t>(strided), e[1] = 1, e[2] = static_cast<int32_t>(Cr - strided);
+    }
+  }
+  return map;
+}
+
+const float* vec_ptr(const c10::optional<at::Tensor>& t, int64_t n, const char* name) {
+  const float* p = opt_ptr(t, name);
+  if (p) TORCH_CHECK(t->numel() == n, "bindense.native: ", name, " must have ", n, " elements, got ", t->numel());
+  return p;
+}
+
+double* sums_ptr(const c10::optional<at::Tensor>& t, int64_t n) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->device().is_cpu() && t->numel() == n,
+              "bindense.native: channel_sums must be a contiguous float64 CPU tensor of ", n, " elements");
+  return t->data_ptr<double>();
+}
+
 }  // namespace
 
 std::vector<std::string> cpu_isas() {
@@ -282,15 +315,27 @@ std::vector<int32_t> tap_popcounts(const uint64_t* w, int64_t G, int64_t nOB, in
   return pop;
 }
 
-at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
+// conv2d with the whole fused epilogue (kernel.h, ConvArgs): the activation after the unit and the row sums.
+at::Tensor conv2d_fused(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
                   int64_t O, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G,
                   int64_t cgs,
                   const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
                   const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
-                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu) {
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu,
+                  const c10::optional<at::Tensor>& act_bias, const c10::optional<at::Tensor>& act_slope,
+                  const c10::optional<at::Tensor>& act_bias2, const c10::optional<at::Tensor>& channel_sums) {
   const Isa& isa = find_isa(isa_name);
   check_bits(xb, "x_bits", "[N, H, W, ceil(C/64)]");
-  const int64_t N = xb.size(0), H = xb.size(1), W = xb.size(2), K = xb.size(3), T = kh * kw;
+  const int64_t N = xb.size(0), K = xb.size(3), T = kh * kw, H0 = xb.size(1), W0 = xb.size(2);
+  // A pointwise conv (1x1, stride 1, no padding) treats each image as rows of up to 256 pixels, whatever its width
+  // (the NHWC input and the NCHW output and residual planes are contiguous): short rows cost per-row overhead.
+  int64_t H = H0, W = W0;
+  if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && W0 < 256)
+    for (int64_t d = 256; d > W0; --d)
+      if ((H0 * W0) % d == 0) {
+        W = d, H = H0 * W0 / d;
+        break;
+      }
   TORCH_CHECK(K == (C + 63) / 64, "bindense.native: x_bits has ", K, " words per pixel, expected ", (C + 63) / 64);
   const Segments s(C, G, cgs);
   const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
@@ -303,19 +348,21 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
   const float* res = opt_ptr(residual, "residual");
-  if (res) TORCH_CHECK(residual->dim() == 4 && O % residual->size(1) == 0, "bindense.native: residual channels must "
-                       "divide the output channels (tiled)");
+  if (res) TORCH_CHECK(residual->dim() == 4, "bindense.native: residual must be [N, Cr, Ho, Wo]");
+  const std::vector<int32_t> rmap = res ? cfb_map(residual->size(1), O) : std::vector<int32_t>();
   if (gscale.has_value()) opt_ptr(gscale, "group_scale");
   const int64_t XS = G * s.D * s.Kd;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw, Ho = (Hp - kh) / sh + 1, Wo = (Wp - kw) / sw + 1;
   std::vector<int32_t> seg_len(s.D);
   for (int64_t d = 0; d < s.D; ++d) seg_len[d] = static_cast<int32_t>(s.len(d));
 
-  // Zero-padded input, segment-packed: [N][Hp][Wp][planes][G][D][Kd] (AVX2: low and high nibble planes).
-  auto xpad = at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
+  // Zero-padded input, segment-packed: [N][Hp][Wp][planes][G][D][Kd] (AVX2: low and high nibble planes); the
+  // input itself where that is what it already is.
   const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(xb.data_ptr<int64_t>());
-  uint64_t* xdst = reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
-  at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
+  const bool as_is = ph == 0 && pw == 0 && XS == K && PL == 1;
+  auto xpad = as_is ? at::Tensor() : at::zeros({N, Hp, Wp, PL * XS}, at::kLong);
+  uint64_t* xdst = as_is ? nullptr : reinterpret_cast<uint64_t*>(xpad.data_ptr<int64_t>());
+  if (!as_is) at::parallel_for(0, N * H, grain(W * PL * XS), [&](int64_t b, int64_t en) {
     for (int64_t r = b; r < en; ++r) {
       const int64_t n = r / H, y = r % H;
       for (int64_t x = 0; x < W; ++x) {
@@ -347,13 +394,33 @@ at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optiona
     sscale = gscale->index_select(1, idx).contiguous();
   }
 
-  auto y = output(out, {N, O, Ho, Wo});
-  ConvArgs a{xdst, wwords, pop,
+  if (res) TORCH_CHECK(residual->size(0) == N && residual->size(2) * residual->size(3) == Ho * Wo,
+                       "bindense.native: residual must be [N, Cr, Ho, Wo]");
+  auto y = output(out, {N, O, (H0 + 2 * ph - kh) / sh + 1, (W0 + 2 * pw - kw) / sw + 1});
+  double* sums = sums_ptr(channel_sums, N * O);
+  std::vector<double> rows(sums ? N * O * Ho : 0);
+  ConvArgs a{as_is ? xsrc : xdst, wwords, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
-             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O};
+             ph, pw, relu ? 1 : 0, res ? residual->size(1) : O,
+             vec_ptr(act_bias, O, "act_bias"), vec_ptr(act_slope, O, "act_slope"), vec_ptr(act_bias2, O, "act_bias2"),
+             rmap.empty() ? nullptr : rmap.data(), sums ? rows.data() : nullptr};
   dynamic_parallel(N * G * nOB * Ho, [&](int64_t b, int64_t en) { isa.conv_rows(a, b, en); });
+  for (int64_t q = 0; sums && q < N * O; ++q) {
+    double t = 0.0;
+    for (int64_t i = 0; i < Ho; ++i) t += rows[q * Ho + i];
+    sums[q] = t;
+  }
   return y;
+}
+
+at::Tensor conv2d(const at::Tensor& xb, const at::Tensor& wt, const c10::optional<at::Tensor>& wpop, int64_t C,
+                  int64_t O, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t G,
+                  int64_t cgs, const c10::optional<at::Tensor>& gscale, const c10::optional<at::Tensor>& out_scale,
+                  const c10::optional<at::Tensor>& out_bias, const c10::optional<at::Tensor>& residual,
+                  const std::string& isa_name, const c10::optional<at::Tensor>& out, bool relu) {
+  return conv2d_fused(xb, wt, wpop, C, O, kh, kw, sh, sw, ph, pw, G, cgs, gscale, out_scale, out_bias, residual,
+                      isa_name, out, relu, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt);
 }
 
 at::Tensor depthwise_conv2d(const at::Tensor& xb, const at::Tensor& wb, int64_t C, int64_t kh, int64_t kw,
@@ -381,7 +448,8 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
                                               const c10::optional<at::Tensor>& out_scale,
                                               const c10::optional<at::Tensor>& out_bias,
                                               const c10::optional<at::Tensor>& residual, bool relu,
-                                              const std::string& isa_name) {
+                                              const std::string& isa_name,
+                                              const c10::optional<at::Tensor>& channel_sums = c10::nullopt) {
   const Isa& isa = find_isa(isa_name);
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
               "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
@@ -401,10 +469,17 @@ std::vector<at::Tensor> sign_depthwise_conv2d(const at::Tensor& x, const at::Ten
   if (res) TORCH_CHECK(residual->numel() == N * C * Ho * Wo, "bindense.native: residual must be [N, C, Ho, Wo]");
   auto y = at::empty({N, C, Ho, Wo}, at::kFloat);
   auto cs = at::empty({N, C}, at::kFloat);
+  double* sums = sums_ptr(channel_sums, N * C);
+  std::vector<double> rows(sums ? N * C * Ho : 0);
   DwpArgs a{x.data_ptr<float>(), tp, ap, sip, w.data_ptr<int8_t>(), opt_ptr(out_scale, "out_scale"),
             opt_ptr(out_bias, "out_bias"), res, y.data_ptr<float>(), cs.data_ptr<float>(),
-            N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0};
+            N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu ? 1 : 0, sums ? rows.data() : nullptr};
   dynamic_parallel(N * C, [&](int64_t b, int64_t e) { isa.dwp_planes(a, b, e); });
+  for (int64_t q = 0; sums && q < N * C; ++q) {
+    double t = 0.0;
+    for (int64_t i = 0; i < Ho; ++i) t += rows[q * Ho + i];
+    sums[q] = t;
+  }
   return {y, cs};
 }
 
@@ -442,8 +517,7 @@ std::vector<at::Tensor> dab_dense(const at::Tensor& x, const at::Tensor& thr, co
   return {y, alpha};
 }
 
-// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
-// also sum |x - threshold| per (sample, row, channel): float32 [N, H, C] (DAB's statistic, in the same pass).
+// Defined below (pack_chunk).
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
                                                bool abs_sums);
 
@@ -451,42 +525,200 @@ at::Tensor pack_activations(const at::Tensor& x, const c10::optional<at::Tensor>
   return pack_activations_stats(x, thr, false)[0];
 }
 
+// One chunk of pack_activations_stats: pixels [p0, p0 + np) of sample n, word k. Channel by channel, the chunk of
+// each channel plane is streamed once (contiguous reads the prefetchers follow, whatever the image width), its bits
+// OR-ed into the chunk's words acc[np] (cache-resident) and |x - t| summed in 16 lanes into sp[c]. Cloned per ISA
+// by the compiler (target_clones, run-time dispatch by the loader); every clone does the same float operations in
+// the same order, so the sums are identical on every path.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void pack_chunk(const float* xp, const float* tp, uint64_t* op, float* sp, int64_t n, int64_t k, int64_t p0,
+                int64_t np, int64_t C, int64_t HW, int64_t K, uint64_t* acc) {
+  const int64_t nc = std::min<int64_t>(64, C - 64 * k);
+  for (int64_t p = 0; p < np; ++p) acc[p] = 0;
+  for (int64_t j = 0; j < nc; ++j) {
+    const int64_t c = 64 * k + j;
+    const float t = tp ? tp[n * C + c] : 0.f;
+    const float* xr = xp + (n * C + c) * HW + p0;
+    const uint64_t bit = uint64_t(1) << j;
+    float lane[16] = {};
+    int64_t p = 0;
+    for (; p + 16 <= np; p += 16)
+      for (int64_t q = 0; q < 16; ++q) {
+        const float v = xr[p + q] - t;
+        acc[p + q] |= v >= 0.f ? bit : 0;
+        lane[q] += std::fabs(v);
+      }
+    float sum = 0.f;
+    for (; p < np; ++p) {
+      const float v = xr[p] - t;
+      acc[p] |= v >= 0.f ? bit : 0;
+      sum += std::fabs(v);
+    }
+    if (sp) {
+      for (int64_t q = 0; q < 16; ++q) sum += lane[q];
+      sp[c] = sum;
+    }
+  }
+  for (int64_t p = 0; p < np; ++p) op[(n * HW + p0 + p) * K + k] = acc[p];
+}
+
+// Pack float32 [N, C, H, W] into int64 [N, H, W, ceil(C/64)], bit = (x - threshold[n, c] >= 0); with abs_sums,
+// also sum |x - threshold| per (sample, chunk of pixels, channel): float32 [N, chunks, C] (DAB's statistic, in the
+// same pass), tasks of (sample, word, chunk of up to 4096 pixels).
 std::vector<at::Tensor> pack_activations_stats(const at::Tensor& x, const c10::optional<at::Tensor>& thr,
                                                bool abs_sums) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
               "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = (C + 63) / 64, HW = H * W;
+  constexpr int64_t PC = 4096;
+  const int64_t chunks = std::max<int64_t>(1, (HW + PC - 1) / PC);
   const float* tp = opt_ptr(thr, "threshold");
   if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
   auto out = at::empty({N, H, W, K}, at::kLong);
-  auto sums = abs_sums ? at::zeros({N, H, C}, at::kFloat) : at::Tensor();
+  auto sums = abs_sums ? at::zeros({N, chunks, C}, at::kFloat) : at::Tensor();
   float* sp = abs_sums ? sums.data_ptr<float>() : nullptr;
   const float* xp = x.data_ptr<float>();
   uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
-  constexpr int64_t PB = 16;
-  at::parallel_for(0, N * H, grain(C * W), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t n = r / H, y = r % H;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t i0 = 0; i0 < W; i0 += PB) {
-          const int64_t np = std::min(PB, W - i0), nc = std::min<int64_t>(64, C - 64 * k);
-          uint64_t acc[PB] = {};
-          for (int64_t j = 0; j < nc; ++j) {
-            const int64_t c = 64 * k + j;
-            const float t = tp ? tp[n * C + c] : 0.f;
-            const float* xr = xp + ((n * C + c) * H + y) * W + i0;
-            for (int64_t p = 0; p < np; ++p) acc[p] |= static_cast<uint64_t>(xr[p] - t >= 0.f) << j;
-            if (sp) {
-              float part = 0.f;
-              for (int64_t p = 0; p < np; ++p) part += std::fabs(xr[p] - t);
-              sp[r * C + c] += part;
-            }
-          }
-          for (int64_t p = 0; p < np; ++p) op[(r * W + i0 + p) * K + k] = acc[p];
-        }
+  at::parallel_for(0, N * K * chunks, grain(64 * PC), [&](int64_t b, int64_t e) {
+    std::vector<uint64_t> acc(PC);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t ch = task % chunks, k = (task / chunks) % K, n = task / (chunks * K), p0 = ch * PC;
+      pack_chunk(xp, tp, op, sp ? sp + (n * chunks + ch) * C : nullptr, n, k, p0, std::min(PC, HW - p0), C, HW, K,
+                 acc.data());
     }
   });
   return {out, sums};
+}
+
+// sum |x - thr[n, c]| over each (sample, channel) plane of float32 [N, C, H, W] (DAB's statistic), read-only, in 16
+// lanes (the same order on every clone).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float plane_abs_sum(const float* xp, float t, int64_t HW) {
+  float lane[16] = {};
+  int64_t q = 0;
+  for (; q + 16 <= HW; q += 16)
+    for (int j = 0; j < 16; ++j) lane[j] += std::fabs(xp[q + j] - t);
+  float sum = 0.f;
+  for (; q < HW; ++q) sum += std::fabs(xp[q] - t);
+  for (int j = 0; j < 16; ++j) sum += lane[j];
+  return sum;
+}
+
+at::Tensor abs_sums(const at::Tensor& x, const c10::optional<at::Tensor>& thr) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+              "bindense.native: x must be a contiguous float32 CPU tensor [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const float* tp = opt_ptr(thr, "threshold");
+  if (tp) TORCH_CHECK(thr->numel() == N * C, "bindense.native: threshold must be [N, C]");
+  auto out = at::empty({N, C}, at::kFloat);
+  float* op = out.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  at::parallel_for(0, N * C, grain(HW), [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) op[task] = plane_abs_sum(xp + task * HW, tp ? tp[task] : 0.f, HW);
+  });
+  return out;
+}
+
+// One plane of epilogue_: y += the residual plane (or the mean of cnt residual planes `step` floats apart, CFB's
+// merged channel), the activation after the unit, ReLU; returns the plane's sum (16 lanes, then double).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+double epilogue_plane(float* y, const float* r, int64_t step, int64_t cnt, float ab, const float* slope,
+                      const float* ab2, bool has_ab, bool relu, int64_t HW, float* m) {
+  if (r && cnt == 1) {
+    for (int64_t p = 0; p < HW; ++p) y[p] += r[p];
+  } else if (r) {  // the merged channel's sum gathers in m, one residual plane at a time
+    const float count = static_cast<float>(cnt);
+    for (int64_t p = 0; p < HW; ++p) m[p] = r[p];
+    for (int64_t q = 1; q < cnt; ++q)
+      for (int64_t p = 0; p < HW; ++p) m[p] += r[q * step + p];
+    for (int64_t p = 0; p < HW; ++p) y[p] += m[p] / count;
+  }
+  if (has_ab)
+    for (int64_t p = 0; p < HW; ++p) y[p] += ab;
+  if (slope) {
+    const float sl = *slope;
+    for (int64_t p = 0; p < HW; ++p) y[p] = y[p] > 0.f ? y[p] : sl * y[p];
+  }
+  if (ab2) {
+    const float b2 = *ab2;
+    for (int64_t p = 0; p < HW; ++p) y[p] += b2;
+  }
+  if (relu)
+    for (int64_t p = 0; p < HW; ++p) y[p] = y[p] < 0.f ? 0.f : y[p];
+  float lane[16] = {};
+  int64_t p = 0;
+  for (; p + 16 <= HW; p += 16)
+    for (int q = 0; q < 16; ++q) lane[q] += y[p + q];
+  double sum = 0.0;
+  for (; p < HW; ++p) sum += y[p];
+  for (int q = 0; q < 16; ++q) sum += lane[q];
+  return sum;
+}
+
+// In place on float32 [N, O, H, W] (a float conv's output): y = act(y + cfb(residual, O)) then ReLU, the fused
+// epilogue of the runtime's float path in one pass per plane; channel_sums [N * O] receives the plane sums.
+void epilogue_(at::Tensor& y, const c10::optional<at::Tensor>& residual, const c10::optional<at::Tensor>& act_bias,
+               const c10::optional<at::Tensor>& act_slope, const c10::optional<at::Tensor>& act_bias2, bool relu,
+               const c10::optional<at::Tensor>& channel_sums) {
+  TORCH_CHECK(y.dim() == 4 && y.scalar_type() == at::kFloat && y.is_contiguous() && y.device().is_cpu(),
+              "bindense.native: y must be a contiguous float32 CPU tensor [N, O, H, W]");
+  const int64_t N = y.size(0), O = y.size(1), HW = y.size(2) * y.size(3);
+  const float* res = opt_ptr(residual, "residual");
+  if (res) TORCH_CHECK(residual->dim() == 4 && residual->size(0) == N && residual->size(2) * residual->size(3) == HW,
+                       "bindense.native: residual must be [N, Cr, H, W] like y");
+  const int64_t Cr = res ? residual->size(1) : O;
+  const std::vector<int32_t> rmap = res ? cfb_map(Cr, O) : std::vector<int32_t>();
+  const float* ab = vec_ptr(act_bias, O, "act_bias");
+  const float* sl = vec_ptr(act_slope, O, "act_slope");
+  const float* ab2 = vec_ptr(act_bias2, O, "act_bias2");
+  double* sums = sums_ptr(channel_sums, N * O);
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * O, grain(HW), [&](int64_t b, int64_t e) {
+    std::vector<float> m(res && O % Cr != 0 ? HW : 0);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t n = task / O, o = task % O;
+      const float* r = res ? res + (n * Cr + rmap[3 * o]) * HW : nullptr;
+      const double t = epilogue_plane(yp + task * HW, r, res ? rmap[3 * o + 1] * HW : 0, res ? rmap[3 * o + 2] : 1,
+                                      ab ? ab[o] : 0.f, sl ? sl + o : nullptr, ab2 ? ab2 + o : nullptr, ab != nullptr,
+                                      relu, HW, m.data());
+      if (sums) sums[task] = t;
+    }
+  });
+}
+
+// One tap of one output channel: dst[c * T] = +-s for the Cg bits of the tap's words (cloned per ISA: a variable
+// shift per lane vectorizes on AVX2 / AVX-512).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void unpack_tap(const uint64_t* wt, int64_t Cg, float s, float* dst, int64_t T) {
+  for (int64_t k = 0; 64 * k < Cg; ++k) {
+    const uint64_t w = wt[k];
+    const int64_t nc = std::min<int64_t>(64, Cg - 64 * k);
+    float* d = dst + 64 * k * T;
+    if (T == 1) {
+      for (int64_t j = 0; j < nc; ++j) d[j] = (w >> j) & 1 ? s : -s;
+    } else {
+      for (int64_t j = 0; j < nc; ++j) d[j * T] = (w >> j) & 1 ? s : -s;
+    }
+  }
+}
+
+// +-1 float32 weights [O, Cg, kh, kw] times scale[o] from packed words [O, kh, kw, ceil(Cg/64)] (the float path's
+// weights, unpacked at each call: the packed words stay the only copy between calls).
+at::Tensor unpack_weights_scaled(const at::Tensor& wb, int64_t Cg, const at::Tensor& scale) {
+  check_bits(wb, "w_bits", "[O, kh, kw, ceil(Cg/64)]");
+  const int64_t O = wb.size(0), kh = wb.size(1), kw = wb.size(2), K = wb.size(3), T = kh * kw;
+  TORCH_CHECK(K == (Cg + 63) / 64, "bindense.native: w_bits has ", K, " words per tap, expected ", (Cg + 63) / 64);
+  const float* sp = vec_ptr(scale, O, "scale");
+  auto out = at::empty({O, Cg, kh, kw}, at::kFloat);
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, O, grain(Cg * T), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      const float s = sp[o];
+      for (int64_t t = 0; t < T; ++t) unpack_tap(w + (o * T + t) * K, Cg, s, op + o * Cg * T + t, T);
+    }
+  });
+  return out;
 }
 
 }  // namespace bdn
@@ -498,7 +730,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");
   m.def("depthwise_conv2d", &bdn::depthwise_conv2d, "binary depthwise conv2d (groups == C == O)");
   m.def("pack_activations", &bdn::pack_activations, "pack float32 NCHW activations into NHWC bit words");
-  m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per row");
+  m.def("pack_activations_stats", &bdn::pack_activations_stats, "pack, plus sums of |x - threshold| per chunk of pixels");
   m.def("dab_dense", &bdn::dab_dense, "per-channel DAB output alpha * sign(x - threshold) and alpha");
-  m.def("sign_depthwise_conv2d", &bdn::sign_depthwise_conv2d, "depthwise conv of sign(x - threshold), float input");
+  m.def("sign_depthwise_conv2d", [](const at::Tensor& x, const at::Tensor& w, int64_t kh, int64_t kw, int64_t sh,
+                                    int64_t sw, int64_t ph, int64_t pw, const c10::optional<at::Tensor>& thr,
+                                    const c10::optional<at::Tensor>& dab_a, const c10::optional<at::Tensor>& scale_in,
+                                    const c10::optional<at::Tensor>& out_scale,
+                                    const c10::optional<at::Tensor>& out_bias,
+                                    const c10::optional<at::Tensor>& residual, bool relu,
+                                    const std::string& isa_name) {
+    return bdn::sign_depthwise_conv2d(x, w, kh, kw, sh, sw, ph, pw, thr, dab_a, scale_in, out_scale, out_bias,
+                                      residual, relu, isa_name);
+  }, "depthwise conv of sign(x - threshold), float input");
+  m.def("sign_depthwise_conv2d_sums", &bdn::sign_depthwise_conv2d,
+        "sign_depthwise_conv2d, plus the sum of every output plane (float64 [N * C])");
+  m.def("conv2d_fused", &bdn::conv2d_fused, "conv2d with the activation after the unit and the output plane sums");
+  m.def("abs_sums", &bdn::abs_sums, "sum |x - threshold| per (sample, channel) plane");
+  m.def("epilogue_", &bdn::epilogue_, "in place: y = act(y + cfb(residual)), ReLU, plane sums (float path)");
+  m.def("unpack_weights_scaled", &bdn::unpack_weights_scaled, "+-scale[o] float weights from packed words");
 }

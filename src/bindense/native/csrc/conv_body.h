@@ -7,11 +7,163 @@
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Sum of a row in 16 float lanes, then in double (the statistic the next DAB's threshold needs: k mean(y) + b).
+inline double row_sum(const float* yp, int64_t Wo) {
+  float lane[16] = {};
+  int64_t j = 0;
+  for (; j + 16 <= Wo; j += 16)
+    for (int q = 0; q < 16; ++q) lane[q] += yp[j + q];
+  double sum = 0.0;
+  for (; j < Wo; ++j) sum += yp[j];
+  for (int q = 0; q < 16; ++q) sum += lane[q];
+  return sum;
+}
+
+// The epilogue of one output row of one block of OB output channels (its sums in rb[Wo][OB]): streams each output
+// channel's row out contiguously (storing a few pixels into OB far-apart output planes per tile thrashes the caches
+// and the prefetchers): scale, bias, residual (tiled or CFB-merged), the activation after the unit, ReLU, and the
+// row's sum for the next unit.
+void conv_epilogue(const bdn::ConvArgs& a, const float* rb, int64_t n, int64_t g, int64_t ob, int64_t i) {
+  const int64_t Wo = a.Wo, lmax = imin(OB, a.Og - ob * OB);
+  for (int64_t l = 0; l < lmax; ++l) {
+    const int64_t o = g * a.Og + ob * OB + l;
+    const float s = a.out_scale ? a.out_scale[o] : 1.f, b = a.out_bias ? a.out_bias[o] : 0.f;
+    const int64_t off = ((n * a.O + o) * a.Ho + i) * Wo;
+    const float* src = rb + l;
+    float* yp = a.y + off;
+    const int64_t cnt = a.res_map ? a.res_map[3 * o + 2] : 1;
+    if (a.residual && cnt == 1) {
+      const int64_t rc = a.res_map ? a.res_map[3 * o] : o % a.res_channels;
+      const float* rp = a.residual + ((n * a.res_channels + rc) * a.Ho + i) * Wo;
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + rp[j];
+    } else if (a.residual) {  // CFB's merged channel: the mean of cnt residual channels
+      const int64_t plane = a.Ho * Wo, step = a.res_map[3 * o + 1] * plane;
+      const float* rp = a.residual + ((n * a.res_channels + a.res_map[3 * o]) * a.Ho + i) * Wo;
+      const float count = static_cast<float>(cnt);
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = rp[j];  // the sum gathers in the output row, one stream at a time
+      for (int64_t q = 1; q < cnt; ++q) {
+        const float* rq = rp + q * step;
+        for (int64_t j = 0; j < Wo; ++j) yp[j] += rq[j];
+      }
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + yp[j] / count;
+    } else {
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
+    }
+    if (a.act_bias) {
+      const float ab = a.act_bias[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] += ab;
+    }
+    if (a.act_slope) {
+      const float sl = a.act_slope[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] > 0.f ? yp[j] : sl * yp[j];
+    }
+    if (a.act_bias2) {
+      const float ab = a.act_bias2[o];
+      for (int64_t j = 0; j < Wo; ++j) yp[j] += ab;
+    }
+    if (a.relu)
+      for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
+    if (a.row_sums) a.row_sums[(n * a.O + o) * a.Ho + i] = row_sum(yp, Wo);
+  }
+}
+
+#ifdef BDN_MKG
+// The sums of one pixel over segment d the plain way (mk<1>: integer popcounts, corrected for the taps on the
+// padding), added to fp[OB] scaled by the segment's scale sc.
+inline void pixel_segment(const bdn::ConvArgs& a, const uint64_t* xp, int64_t ps, const int64_t* toff,
+                          const uint64_t* wb, int64_t g, int64_t ob, int64_t d, int64_t iy0, int64_t ix0, float sc,
+                          float* fp) {
+  const int64_t T = a.kh * a.kw;
+  int64_t ap[OB];
+  mk<1>(xp, ps, toff, T, a.Kd, wb, ap, a.Xplane);
+  int64_t nvalid = T;
+  if (!(iy0 >= 0 && iy0 + a.kh <= a.H && ix0 >= 0 && ix0 + a.kw <= a.W)) {
+    // Border pixel: padded taps read zero words, which counted popcount(w) each; remove them.
+    nvalid = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t iy = iy0 + t / a.kw, ix = ix0 + t % a.kw;
+      const bool inside = iy >= 0 && iy < a.H && ix >= 0 && ix < a.W;
+      nvalid += inside;
+      if (inside) continue;
+      const int32_t* wp = a.wpop + ((g * a.Ogp + ob * OB) * a.D + d) * T + t;
+      for (int64_t l = 0; l < OB; ++l) ap[l] -= wp[l * a.D * T];
+    }
+  }
+  const int64_t full = a.seg_len[d] * nvalid;
+  for (int64_t l = 0; l < OB; ++l) fp[l] += sc * static_cast<float>(full - 2 * ap[l]);
+}
+
+// DAB groups on an ISA with a grouped micro-kernel (mkg): the tiles inside the image sum all segments in float
+// registers at once; border pixels take pixel_segment per segment.
+void conv_rows_grouped(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
+  const int64_t T = a.kh * a.kw, nOB = a.Ogp / OB, ps = a.sw * a.XS, Wo = a.Wo, D = a.D;
+  int64_t toff[bdn::kMaxTaps];
+  for (int64_t dy = 0; dy < a.kh; ++dy)
+    for (int64_t dx = 0; dx < a.kw; ++dx) toff[dy * a.kw + dx] = (dy * a.Wp + dx) * a.XS;
+  float* rb = new float[OB * Wo];
+  float* m2sc = new float[3 * D];
+  float* sclo = m2sc + D;
+  float* schi = sclo + D;
+  float tile[PXG * 2 * OB];
+  for (int64_t task = begin; task < end; ++task) {
+    int64_t r = task;
+    const int64_t i = r % a.Ho; r /= a.Ho;
+    const int64_t ob = r % nOB; r /= nOB;
+    const int64_t g = r % a.G;
+    const int64_t n = r / a.G;
+    const int64_t iy0 = i * a.sh - a.ph;
+    const bool row_inside = iy0 >= 0 && iy0 + a.kh <= a.H;
+    const uint64_t* xrow = a.x + ((n * a.Hp + i * a.sh) * a.Wp) * a.XS + g * D * a.Kd;
+    const uint64_t* wb = a.w + ((g * nOB + ob) * D * T) * a.Kd * PLANES * OB;
+    const float* sc = a.seg_scale + (n * a.G + g) * D;
+    for (int64_t d = 0; d < D; ++d) {
+      int64_t lo = 0;
+      for (int64_t k = 0; k < a.Kd; ++k) lo += imin(32, a.seg_len[d] - 64 * k > 0 ? a.seg_len[d] - 64 * k : 0);
+      m2sc[d] = -2.f * sc[d];
+      sclo[d] = sc[d] * static_cast<float>(T * lo);
+      schi[d] = sc[d] * static_cast<float>(T * (a.seg_len[d] - lo));
+    }
+    for (int64_t j0 = 0; j0 < Wo; j0 += PXG) {
+      const int64_t np = imin(PXG, Wo - j0);
+      const uint64_t* xp = xrow + j0 * ps;
+      const int64_t ix_first = j0 * a.sw - a.pw, ix_last = (j0 + np - 1) * a.sw - a.pw;
+      const bool tile_inside = row_inside && ix_first >= 0 && ix_last + a.kw <= a.W;
+      if (tile_inside && np == PXG) {
+        mkg<PXG>(xp, ps, toff, T, a.Kd, D, wb, m2sc, sclo, schi, tile);
+      } else {
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t ix0 = (j0 + p) * a.sw - a.pw;
+          float* fp = rb + (j0 + p) * OB;
+          if (row_inside && ix0 >= 0 && ix0 + a.kw <= a.W) {
+            mkg<1>(xp + p * ps, ps, toff, T, a.Kd, D, wb, m2sc, sclo, schi, tile + p * 2 * OB);
+            continue;
+          }
+          for (int64_t l = 0; l < OB; ++l) fp[l] = 0.f;
+          for (int64_t d = 0; d < D; ++d)
+            pixel_segment(a, xp + p * ps + d * a.Kd, ps, toff, wb + d * T * a.Kd * PLANES * OB, g, ob, d, iy0, ix0,
+                          sc[d], fp);
+          for (int64_t l = 0; l < OB; ++l) tile[p * 2 * OB + 2 * l] = fp[l], tile[p * 2 * OB + 2 * l + 1] = 0.f;
+        }
+      }
+      for (int64_t p = 0; p < np; ++p) {
+        const float* tp = tile + p * 2 * OB;
+        float* fp = rb + (j0 + p) * OB;
+        for (int64_t l = 0; l < OB; ++l) fp[l] = tp[2 * l] + tp[2 * l + 1];
+      }
+    }
+    conv_epilogue(a, rb, n, g, ob, i);
+  }
+  delete[] m2sc;
+  delete[] rb;
+}
+#endif
+
 // One task = one output row of one block of OB output channels of one conv group of one image. The row's sums
-// gather in rb[Wo][OB] (cache-resident, vector adds over the OB channels); the epilogue then streams each output
-// channel's row out contiguously (storing a few pixels into OB far-apart output planes per tile thrashes the
-// caches and the prefetchers).
+// gather in rb[Wo][OB] (cache-resident, vector adds over the OB channels), then conv_epilogue writes them out.
 void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
+#ifdef BDN_MKG
+  if (a.seg_scale && a.D > 1) return conv_rows_grouped(a, begin, end);
+#endif
   const int64_t T = a.kh * a.kw, nOB = a.Ogp / OB, ps = a.sw * a.XS, Wo = a.Wo;
   int64_t toff[bdn::kMaxTaps];
   for (int64_t dy = 0; dy < a.kh; ++dy)
@@ -62,22 +214,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
         }
       }
     }
-    const int64_t lmax = imin(OB, a.Og - ob * OB);
-    for (int64_t l = 0; l < lmax; ++l) {
-      const int64_t o = g * a.Og + ob * OB + l;
-      const float s = a.out_scale ? a.out_scale[o] : 1.f, b = a.out_bias ? a.out_bias[o] : 0.f;
-      const int64_t off = ((n * a.O + o) * a.Ho + i) * Wo;
-      const float* src = rb + l;
-      float* yp = a.y + off;
-      if (a.residual) {
-        const float* rp = a.residual + ((n * a.res_channels + o % a.res_channels) * a.Ho + i) * Wo;
-        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b + rp[j];
-      } else {
-        for (int64_t j = 0; j < Wo; ++j) yp[j] = src[j * OB] * s + b;
-      }
-      if (a.relu)
-        for (int64_t j = 0; j < Wo; ++j) yp[j] = yp[j] < 0.f ? 0.f : yp[j];
-    }
+    conv_epilogue(a, rb, n, g, ob, i);
   }
   delete[] rb;
 }
@@ -223,6 +360,7 @@ void dwp_planes_impl(const bdn::DwpArgs& a, int64_t begin, int64_t end) {
         }
         dwp_epilogue(acc16, cs, s, b, rp, a.y + off, Wo, a.relu);
       }
+      if (a.row_sums) a.row_sums[task * a.Ho + i] = row_sum(a.y + off, Wo);
     }
   }
   delete[] acc16;

@@ -27,6 +27,15 @@ struct ConvArgs {
   int64_t H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw;
   int64_t relu;             // 1: the epilogue clamps at 0 (a ReLU after the unit, fused)
   int64_t res_channels;     // residual channels Cr (O % Cr == 0): output channel o adds residual channel o % Cr
+  // Additions of the fused epilogue (after the residual, before relu): the activation after the unit,
+  // y = prelu(y + act_bias, act_slope) + act_bias2 (LearnableBias -> PReLU -> LearnableBias; each optional).
+  const float* act_bias;    // [O] or null
+  const float* act_slope;   // [O] or null: y > 0 ? y : slope * y
+  const float* act_bias2;   // [O] or null
+  // CFB's channel merge: with res_map, output channel o adds the mean of residual channels res_map[3o] +
+  // q * res_map[3o + 1], q < res_map[3o + 2] (one channel: tiled; several: CFB's merged channels).
+  const int32_t* res_map;   // [O][3] or null (then o adds channel o % res_channels)
+  double* row_sums;         // [N][O][Ho] or null: receives the sum of each output row (the next DAB's mean)
 };
 
 // Depthwise conv (groups == C == O) on int8 signs: xs [N][Hp][Wp][Cp] (+1/-1; 0 on the padding and in the
@@ -58,6 +67,7 @@ struct DwpArgs {
   float* y;                 // [N][C][Ho][Wo]
   float* ch_scale;          // [N * C] or null: receives the scale used per plane
   int64_t N, C, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw, ph, pw, relu;
+  double* row_sums;         // [N * C][Ho] or null: receives the sum of each output row (the next DAB's mean)
 };
 
 }  // namespace bdn
