@@ -15,7 +15,9 @@ backward, bit for bit:
 
 The convolution's gradients come from ``torch.ops.aten.convolution_backward`` with the same arguments autograd
 uses for ``torch.convolution``, so values and gradients equal the unfused composition (docs/TRAINING.md).
-Works on any device (CPU and CUDA kernels of the same ops).
+Works on any device (CPU and CUDA kernels of the same ops). With ``kernels="native"`` the DAB and scaled-sign
+weight work runs in the C++ kernels of :mod:`bindense.binary.kernels` where they apply (CPU float32 NCHW): same
+saved tensors, statistics summed in another order (within float32 rounding of the formulas).
 """
 
 from __future__ import annotations
