@@ -15,7 +15,9 @@ backward, bit for bit:
 
 The convolution's gradients come from ``torch.ops.aten.convolution_backward`` with the same arguments autograd
 uses for ``torch.convolution``, so values and gradients equal the unfused composition (docs/TRAINING.md).
-Works on any device (CPU and CUDA kernels of the same ops).
+Works on any device (CPU and CUDA kernels of the same ops). With ``kernels="native"`` the DAB and scaled-sign
+weight work runs in the C++ kernels of :mod:`bindense.binary.kernels` where they apply (CPU float32 NCHW): same
+saved tensors, statistics summed in another order (within float32 rounding of the formulas).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bindense.binary import kernels as native
 from bindense.binary.quantizers import _signed, _sum_to, binary_sign, dab_statistics
 
 #: Formats of the saved DAB input: ``exact`` (float32, default) or ``bf16`` (bfloat16 + packed signs).
@@ -105,6 +108,12 @@ def _all_inside(w: Tensor, kind: str) -> bool:
     return bool(lo >= -1) and bool(hi <= 1)
 
 
+def _native_weight(w: Tensor, kind: str, dims: tuple[int, ...]) -> bool:
+    """Whether the native weight kernels implement ``kind`` over ``dims``: scaled signs whose scale is per row (dim
+    0: the output channels of a Conv2d weight, the input channels of a transposed one)."""
+    return kind == "scaled_sign" and dims == tuple(range(1, w.dim()))
+
+
 def _weight_grad(grad_wb: Tensor, w: Tensor, all_inside: bool) -> Tensor:
     """Clipped STE of the sign weights (zero where ``|W| > 1``), in ``grad_wb``'s buffer."""
     return grad_wb if all_inside else grad_wb.mul_(w.abs() <= 1)
@@ -115,20 +124,29 @@ class BinaryConvFunction(torch.autograd.Function):
 
     ``act``: ``dab`` (with DAB's parameters ``a``, ``k``, ``b``) or ``sign`` (``a = k = b = None``);
     ``weight_kind``: ``fp32``, ``sign`` or ``scaled_sign`` (mean|W| over ``weight_dims``); ``geometry``: the
-    convolution's arguments; ``saved``: one of :data:`SAVED_FORMATS` (DAB only).
+    convolution's arguments; ``saved``: one of :data:`SAVED_FORMATS` (DAB only); ``kernels``: one of
+    :data:`bindense.binary.kernels.UNIT_KERNELS` (``native``: the C++ kernels where they apply).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, a, k, b, act, weight_kind, weight_dims, geometry, saved):
-        wb, scale = binarize_weight(weight, weight_kind, weight_dims)
+    def forward(ctx, x, weight, bias, a, k, b, act, weight_kind, weight_dims, geometry, saved, kernels="eager"):
         ctx.act, ctx.weight_kind, ctx.geometry, ctx.saved = act, weight_kind, geometry, saved
         ctx.shape, ctx.has_bias = x.shape, bias is not None
-        ctx.all_inside = _all_inside(weight, weight_kind)
+        ctx.isa = native.native_isa(x, weight) if kernels == "native" else None
+        ctx.weight_isa = ctx.isa if _native_weight(weight, weight_kind, weight_dims) else None
+        if ctx.weight_isa is not None:
+            wb, scale, ctx.all_inside = native.weight_forward(weight, weight_kind == "scaled_sign", ctx.weight_isa)
+        else:
+            wb, scale = binarize_weight(weight, weight_kind, weight_dims)
+            ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
-            dims = tuple(range(2, x.dim()))
-            s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
-            s.add_(0.0)  # -0.0 -> +0.0 (same |s|), so that one copysign binarizes it to +alpha, here and in backward
-            xb = torch.copysign(alpha, s)
+            if ctx.isa is not None:
+                s, xb, mean_x, mean_abs_s, alpha = native.dab_forward(x, a, k, b, ctx.isa)
+            else:
+                dims = tuple(range(2, x.dim()))
+                s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
+                s.add_(0.0)  # -0.0 -> +0.0 (same |s|): one copysign binarizes it to +alpha, here and in backward
+                xb = torch.copysign(alpha, s)
             if saved == "bf16":
                 stored = (s.to(torch.bfloat16), pack_bits(s < 0))
             else:
@@ -142,10 +160,13 @@ class BinaryConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         needs = ctx.needs_input_grad
+        native_dab = ctx.act == "dab" and ctx.isa is not None and ctx.saved == "exact"
         if ctx.act == "dab":
             stored, signs, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
             if ctx.saved == "bf16":
                 xb = _signs_from_bits(signs, ctx.shape, alpha, alpha.dtype)
+            elif native_dab:
+                xb = native.dab_rebuild(stored, alpha, ctx.isa)
             else:
                 xb = torch.copysign(alpha, stored)
         else:
@@ -153,7 +174,10 @@ class BinaryConvFunction(torch.autograd.Function):
             xb = _signs_from_bits(
                 signs, ctx.shape, torch.ones((), dtype=weight.dtype, device=weight.device), weight.dtype
             )
-        wb = _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
+        if ctx.weight_isa is not None:
+            wb = native.weight_rebuild(weight, scale, ctx.weight_isa)
+        else:
+            wb = _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
         need_x = needs[0] or (ctx.act == "dab" and any(needs[3:6]))
         grad_xb, grad_wb, grad_bias = ctx.geometry.backward(
             grad, xb, wb, bias, [need_x, needs[1], ctx.has_bias and needs[2]]
@@ -161,11 +185,18 @@ class BinaryConvFunction(torch.autograd.Function):
         del wb
         grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
         grad_x = grad_a = grad_k = grad_b = None
+        none = (None,) * 6
         if ctx.act == "sign":
             if needs[0]:
                 grad_x = grad_xb.mul_(unpack_bits(inside, ctx.shape))
-            return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None, None
-        if need_x:
+            return grad_x, grad_w, grad_bias, None, None, None, *none
+        if need_x and native_dab:
+            del xb
+            grad_x, sum_gxb, per_sample = native.dab_backward(stored, grad_xb, alpha, ctx.isa)
+            grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
+            grad_b = _sum_to(-per_sample, a)
+            grad_k = _sum_to(-(per_sample * mean_x), a)
+        elif need_x:
             dims = tuple(range(2, len(ctx.shape)))
             s_abs = stored.to(alpha.dtype).abs() if ctx.saved == "bf16" else stored.abs()
             # dL/da = sum(g * alpha sign(s)) * (mean|s| - 1), in xb's buffer
@@ -176,4 +207,4 @@ class BinaryConvFunction(torch.autograd.Function):
             per_sample = grad_x.sum(dim=dims, keepdim=True)
             grad_b = _sum_to(-per_sample, a)
             grad_k = _sum_to(-(per_sample * mean_x), a)
-        return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *none

@@ -15,36 +15,14 @@ from torch import Tensor, nn
 from bindense.binary import quantizers as q
 from bindense.binary.base import make_activation, make_weight
 from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
+from bindense.binary.bypass import cfb, cfb_add
 from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
+from bindense.binary.kernels import UNIT_KERNELS
 
 BYPASSES = ("none", "cfb")
 # binarizer classes (exact types) that BinaryConvFunction fuses with the convolution, and their kind names
 _FUSED_ACTIVATIONS: dict[type, str] = {DAB: "dab", SignActivation: "sign"}
 _FUSED_WEIGHTS: dict[type, str] = {FullPrecision: "fp32", SignWeight: "sign", ScaledSignWeight: "scaled_sign"}
-
-
-def cfb(x: Tensor, out_channels: int) -> Tensor:
-    """Channel-adaptive full-precision bypass (docs/METHODS.md#13-cfb-bypass), parameter-free, on ``(B, C_in, ...)``.
-
-    With ``out_channels = r * C_in + m``: ``r`` tiled copies of ``x``, then ``m`` merged channels, where for
-    ``G = C_in // m`` merged channel ``j < m - 1`` is the mean over ``g < G`` of ``x[:, g * (m - 1) + j]`` and
-    the last one is the mean of all remaining channels (for ``m = 1``: the mean of every channel).
-    """
-    in_channels = x.shape[1]
-    if out_channels == in_channels:
-        return x
-    if out_channels < 1:
-        raise ValueError(f"cfb: out_channels must be >= 1, got {out_channels}")
-    r, m = divmod(out_channels, in_channels)
-    parts = [x.repeat(1, r, *([1] * (x.dim() - 2)))] if r else []
-    if m:
-        groups = in_channels // m
-        strided = groups * (m - 1)
-        if m > 1:
-            grid = x[:, :strided].unflatten(1, (groups, m - 1))
-            parts.append(grid.mean(dim=1))
-        parts.append(x[:, strided:].mean(dim=1, keepdim=True))
-    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 class CFB(nn.Module):
@@ -104,6 +82,8 @@ class _BinaryUnit:
     fused: bool = True
     #: format of the saved DAB input in the fused node: ``exact`` or ``bf16`` (an approximation)
     saved_activation: str = "exact"
+    #: the fused node's elementwise work: ``native`` (C++ kernels where they apply) or ``eager`` (torch ops)
+    unit_kernels: str = "native"
 
     def _setup_binary(
         self,
@@ -168,7 +148,7 @@ class _BinaryUnit:
         dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
         a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
         return BinaryConvFunction.apply(
-            x, self.weight, self.bias, a, k, b, act, kind, dims, geometry, self.saved_activation
+            x, self.weight, self.bias, a, k, b, act, kind, dims, geometry, self.saved_activation, self.unit_kernels
         )
 
     def _finish(self, x: Tensor, y: Tensor, resample) -> Tensor:
@@ -176,7 +156,7 @@ class _BinaryUnit:
             y = self.norm(y)
         if self.bypass == "cfb":
             shortcut = x if x.shape[-2:] == y.shape[-2:] else resample(x)
-            y = y + cfb(shortcut, y.shape[1])
+            y = cfb_add(y, shortcut) if self.fused else y + cfb(shortcut, y.shape[1])
         return y
 
 
@@ -293,11 +273,16 @@ class BinaryLinear(_BinaryUnit, nn.Linear):
         return y
 
 
-def configure_lean(model: nn.Module, fused: bool = True, saved_activation: str = "exact") -> nn.Module:
-    """Set the fused node (``fused``) and the saved DAB format (``exact`` | ``bf16``) of every binary unit."""
+def configure_lean(
+    model: nn.Module, fused: bool = True, saved_activation: str = "exact", unit_kernels: str = "native"
+) -> nn.Module:
+    """Set the fused node (``fused``; with it the one-node CFB add), the saved DAB format (``exact`` | ``bf16``)
+    and the fused node's kernels (``native`` | ``eager``, :mod:`bindense.binary.kernels`) of every binary unit."""
     if saved_activation not in SAVED_FORMATS:
         raise ValueError(f"saved_activation must be one of {SAVED_FORMATS}, got {saved_activation!r}")
+    if unit_kernels not in UNIT_KERNELS:
+        raise ValueError(f"model.unit_kernels must be one of {UNIT_KERNELS}, got {unit_kernels!r}")
     for module in model.modules():
         if isinstance(module, _BinaryUnit):
-            module.fused, module.saved_activation = fused, saved_activation
+            module.fused, module.saved_activation, module.unit_kernels = fused, saved_activation, unit_kernels
     return model

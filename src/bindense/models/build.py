@@ -176,6 +176,7 @@ def build_model(
     saved_activation: str = "exact",
     fused_units: bool = True,
     channels_last: bool = False,
+    unit_kernels: str = "native",
     **kw: Any,
 ) -> DenseModel:
     """Build a dense prediction model for one method (table row), single- or multi-task.
@@ -203,6 +204,8 @@ def build_model(
             former path; same values and gradients, more memory).
         channels_last: run the feature maps in NHWC memory order (faster convolutions on CPU); parameters and
             the returned outputs keep the default layout.
+        unit_kernels: the fused units' elementwise work: ``native`` (the C++ kernels of the native extension on
+            CPU float32, the eager ops elsewhere) or ``eager`` (torch ops, bit for bit the unfused path).
         **kw: overrides of the width preset (``dims``, ``depths``, ``neck_channels``, ``depth_hidden``,
             ``bins``, ``dropout``, ``layer_scale_init``; ViT: ``embed_dim``, ``depth``, ``num_heads``,
             ``pos_grid``, ``mlp_ratio``, ``features``), other keyword arguments of the backbone and decoder
@@ -274,4 +277,4 @@ def build_model(
     hidden = int(head_hidden or cfg["depth_hidden"])
     heads = {t: make_head(t, spec, neck_channels, data, hidden) for t in tasks}
     model = DenseModel(net, necks, heads, spec, vib=vib_module, cross_task=cross, channels_last=channels_last)
-    return configure_lean(model, fused_units, saved_activation)
+    return configure_lean(model, fused_units, saved_activation, unit_kernels)

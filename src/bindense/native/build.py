@@ -19,7 +19,7 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("binconv.cpp", "isa_generic.cpp", "isa_avx2.cpp", "isa_avx512.cpp")
+SOURCES = ("binconv.cpp", "isa_generic.cpp", "isa_avx2.cpp", "isa_avx512.cpp", "train_ops.cpp")
 _state: dict[str, ModuleType | None] = {}
 
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernel.h"
+#include "train_ops.h"
 
 namespace bdn {
 #define BDN_DECLARE_ISA(ns)                                      \
@@ -725,6 +726,12 @@ at::Tensor unpack_weights_scaled(const at::Tensor& wb, int64_t Cg, const at::Ten
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isas", &bdn::cpu_isas, "native ISA paths this CPU supports, best first");
+  m.def("train_isas", &bdn::train::train_isas, "ISA paths of the training-unit kernels on this CPU, best first");
+  m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: s, binarized input, statistics");
+  m.def("dab_rebuild", &bdn::train::dab_rebuild, "DAB's binarized input copysign(alpha, s)");
+  m.def("dab_backward", &bdn::train::dab_backward, "DAB backward in the gradient's buffer, with per-plane sums");
+  m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts");
+  m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale");
   m.def("prepare_weights", &bdn::prepare_weights, "packed weights in the layout of one ISA path");
   m.def("unprepare_weights", &bdn::unprepare_weights, "packed weights back from the layout of one ISA path");
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");

@@ -1,0 +1,82 @@
+"""Native CPU kernels of the fused training unit (``model.unit_kernels=native``, docs/TRAINING.md).
+
+The eager ops of :mod:`bindense.binary.fused` run DAB's forward and backward as chains of 6 to 10 single-op passes
+over the activation and the weight binarization as 4 to 5 passes over the weight. The C++ kernels of the
+``bindense.native`` extension (``csrc/train_ops.cpp``) do each in one or two passes per (sample, channel) plane or
+output channel, on the ISA path of :func:`bindense.native.isa` (``BINDENSE_ISA`` forces one).
+
+Values: the per-plane and per-row sums (``mean(x)``, ``mean|s|``, ``mean|W|``, the gradient sums) run in double
+lanes in a fixed order, so they are not torch's float32 sums bit for bit (they are closer to the exact ones), and
+are the same on every ISA path; every elementwise value (``s``, the binarized input and weight, the gradient of
+``x``) is the eager node's float32 expression given those statistics, bit for bit (tests/test_binary_kernels.py).
+
+Where the kernels do not apply (no native build, ``BINDENSE_ISA=torch``, CUDA, float64, non-contiguous tensors),
+:func:`native_isa` returns ``None`` and the fused node runs its eager ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: ``model.unit_kernels`` choices: the C++ kernels where they apply, or torch's eager ops everywhere.
+UNIT_KERNELS = ("native", "eager")
+
+
+def _extension():
+    from bindense.native import build  # noqa: PLC0415 - the extension is compiled on first use
+
+    return build.extension()
+
+
+def native_isa(*tensors: Tensor) -> str | None:
+    """The ISA path the kernels run for these tensors, or ``None`` where the eager ops must run instead."""
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
+            return None
+    if _extension() is None:
+        return None
+    from bindense import native  # noqa: PLC0415
+
+    name = native.isa()
+    return None if name == "torch" else name
+
+
+def dab_forward(x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """DAB over ``x`` [N, C, H, W] with per-channel ``a``, ``k``, ``b``: ``(s, xb, mean_x, mean_abs_s, alpha)``.
+
+    ``s = x - (k mean(x) + b)`` with -0.0 turned into +0.0, ``xb = copysign(alpha, s)``, the statistics shaped
+    ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
+    """
+    n, c = x.shape[:2]
+    flat = [t.detach().reshape(c).contiguous() for t in (a, k, b)]
+    s, xb, stats = _extension().dab_forward(x, *flat, isa)
+    mean_x, mean_abs_s, alpha = stats.view(3, n, c, 1, 1).unbind(0)
+    return s, xb, mean_x, mean_abs_s, alpha
+
+
+def dab_rebuild(s: Tensor, alpha: Tensor, isa: str) -> Tensor:
+    """``copysign(alpha, s)``, the binarized input rebuilt from the saved ``s``."""
+    return _extension().dab_rebuild(s, alpha.reshape(-1).contiguous(), isa)
+
+
+def dab_backward(s: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad_s, sum(grad_xb * xb), sum(grad_s))``, the sums per plane shaped ``(N, C, 1, 1)``; ``grad_s`` is
+    ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate), written into ``grad_xb``'s buffer."""
+    n, c = s.shape[:2]
+    grad, sums = _extension().dab_backward(s, grad_xb.contiguous(), alpha.reshape(-1).contiguous(), isa)
+    sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
+    return grad, sum_gxb, sum_grad
+
+
+def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, bool]:
+    """``(wb, scale, all_inside)`` for a weight whose output channels are its rows (dim 0): ``scale = mean|W|``
+    per row (``scaled``; else ones), ``wb = copysign(scale, W)`` with sign(0) = +1, and whether every
+    ``|W| <= 1`` (the clipped STE then passes the gradient unchanged). ``scale`` is shaped ``(O, 1, ...)``."""
+    wb, scale, outside = _extension().weight_forward(w.detach(), scaled, isa)
+    return wb, scale.view((w.shape[0],) + (1,) * (w.dim() - 1)), not bool(outside.any())
+
+
+def weight_rebuild(w: Tensor, scale: Tensor, isa: str) -> Tensor:
+    """``copysign(scale, W)`` per row (sign(0) = +1), the binarized weight rebuilt in backward."""
+    return _extension().weight_rebuild(w.detach(), scale.reshape(-1).contiguous(), isa)

@@ -1,0 +1,203 @@
+// Fused CPU kernels of the binary training unit (docs/TRAINING.md): DAB forward/backward and the weight
+// binarization in one or two passes per (sample, channel) plane / output channel, on torch's intra-op threads.
+// The kernel bodies (train_body.h) are compiled three times, once per ISA path (avx512, avx2, generic), in target
+// regions of this file; the path is picked at run time by name (bindense.native.isa(), BINDENSE_ISA).
+//
+// The elementwise values must equal the eager node's float32 operations, so no float32 product may be contracted
+// with a sum into an FMA: the float32 expressions have no such pattern except k * mean + b (kept apart by
+// no_contract), and the double accumulations add exact products of two floats, where an FMA rounds the same.
+#include "train_ops.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace bdn::train {
+namespace {
+
+struct DabForwardArgs {
+  const float* x;
+  const float *a, *k, *b;  // [C]
+  float *s, *xb;           // [N][C][HW]
+  float *mean_x, *mean_abs, *alpha;  // [N * C]
+  int64_t C, HW;
+};
+
+struct DabBackwardArgs {
+  const float* s;
+  const float* alpha;  // [N * C]
+  float* out;          // rebuild: xb; backward: the gradient, in place
+  float *sum_gxb, *sum_grad;  // [N * C]
+  int64_t HW;
+};
+
+struct WeightArgs {
+  const float* w;
+  float* wb;
+  float* scale;    // [O]
+  float* outside;  // [O]
+  int64_t K;
+  bool scaled;
+};
+
+// A value the compiler may not fuse into a following add (k * mean + b stays two roundings, as in torch).
+inline float no_contract(float v) {
+  volatile float t = v;
+  return t;
+}
+
+}  // namespace
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+namespace avx512 {
+#include "train_body.h"
+}  // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace avx2 {
+#include "train_body.h"
+}  // namespace avx2
+#pragma GCC pop_options
+
+namespace generic {
+#include "train_body.h"
+}  // namespace generic
+
+namespace {
+
+struct Path {
+  const char* name;
+  bool (*supported)();
+  void (*dab_forward)(const DabForwardArgs&, int64_t, int64_t);
+  void (*dab_rebuild)(const DabBackwardArgs&, int64_t, int64_t);
+  void (*dab_backward)(const DabBackwardArgs&, int64_t, int64_t);
+  void (*weight_forward)(const WeightArgs&, int64_t, int64_t);
+  void (*weight_rebuild)(const WeightArgs&, int64_t, int64_t);
+};
+
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2"); }
+
+#define BDN_PATH(ns)                                                                                          \
+  {                                                                                                           \
+    #ns, has_##ns, ns::dab_forward_planes, ns::dab_rebuild_planes, ns::dab_backward_planes,                  \
+        ns::weight_forward_rows, ns::weight_rebuild_rows                                                      \
+  }
+bool has_generic() { return true; }
+const Path kPaths[] = {BDN_PATH(avx512), BDN_PATH(avx2), BDN_PATH(generic)};  // best first
+#undef BDN_PATH
+
+const Path& find_path(const std::string& name) {
+  for (const Path& p : kPaths)
+    if (name == p.name) {
+      TORCH_CHECK(p.supported(), "bindense.native: ISA path '", name, "' is not supported by this CPU");
+      return p;
+    }
+  TORCH_CHECK(false, "bindense.native: unknown ISA path '", name, "' (expected avx512, avx2 or generic)");
+}
+
+void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), "bindense.native: ", name,
+              " must be a contiguous float32 CPU tensor");
+}
+
+// Planes (or rows) per parallel chunk: >= 2^15 elements, so that small layers stay on one thread.
+int64_t grain(int64_t per_item) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, per_item)); }
+
+template <typename Args, typename Fn>
+void run(int64_t items, int64_t per_item, const Args& args, Fn fn) {
+  at::parallel_for(0, items, grain(per_item), [&](int64_t b, int64_t e) { fn(args, b, e); });
+}
+
+}  // namespace
+
+std::vector<std::string> train_isas() {
+  std::vector<std::string> out;
+  for (const Path& p : kPaths)
+    if (p.supported()) out.emplace_back(p.name);
+  return out;
+}
+
+std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& k,
+                                    const at::Tensor& b, const std::string& isa) {
+  const Path& path = find_path(isa);
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 4, "bindense.native.dab_forward: x must be [N, C, H, W]");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  for (const auto* t : {&a, &k, &b}) {
+    check_float(*t, "a, k, b");
+    TORCH_CHECK(t->numel() == C, "bindense.native.dab_forward: a, k, b must have C = ", C, " elements");
+  }
+  TORCH_CHECK(HW > 0, "bindense.native.dab_forward: empty planes");
+  auto s = at::empty_like(x), xb = at::empty_like(x);
+  auto stats = at::empty({3, N, C}, x.options());
+  float* st = stats.data_ptr<float>();
+  DabForwardArgs args{x.data_ptr<float>(), a.data_ptr<float>(), k.data_ptr<float>(), b.data_ptr<float>(),
+                      s.data_ptr<float>(), xb.data_ptr<float>(), st, st + N * C, st + 2 * N * C, C, HW};
+  run(N * C, HW, args, path.dab_forward);
+  return {s, xb, stats};
+}
+
+at::Tensor dab_rebuild(const at::Tensor& s, const at::Tensor& alpha, const std::string& isa) {
+  const Path& path = find_path(isa);
+  check_float(s, "s");
+  check_float(alpha, "alpha");
+  TORCH_CHECK(s.dim() == 4 && alpha.numel() == s.size(0) * s.size(1),
+              "bindense.native.dab_rebuild: s must be [N, C, H, W] and alpha [N, C]");
+  const int64_t HW = s.size(2) * s.size(3);
+  auto xb = at::empty_like(s);
+  DabBackwardArgs args{s.data_ptr<float>(), alpha.data_ptr<float>(), xb.data_ptr<float>(), nullptr, nullptr, HW};
+  run(alpha.numel(), HW, args, path.dab_rebuild);
+  return xb;
+}
+
+std::vector<at::Tensor> dab_backward(const at::Tensor& s, at::Tensor grad, const at::Tensor& alpha,
+                                     const std::string& isa) {
+  const Path& path = find_path(isa);
+  check_float(s, "s");
+  check_float(grad, "grad");
+  check_float(alpha, "alpha");
+  TORCH_CHECK(s.dim() == 4 && grad.sizes() == s.sizes() && alpha.numel() == s.size(0) * s.size(1),
+              "bindense.native.dab_backward: s and grad must be [N, C, H, W] and alpha [N, C]");
+  const int64_t NC = alpha.numel(), HW = s.size(2) * s.size(3);
+  auto sums = at::empty({2, NC}, s.options());
+  float* sp = sums.data_ptr<float>();
+  DabBackwardArgs args{s.data_ptr<float>(), alpha.data_ptr<float>(), grad.data_ptr<float>(), sp, sp + NC, HW};
+  run(NC, HW, args, path.dab_backward);
+  return {grad, sums.view({2, s.size(0), s.size(1)})};
+}
+
+std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa) {
+  const Path& path = find_path(isa);
+  check_float(w, "weight");
+  TORCH_CHECK(w.dim() >= 1 && w.numel() > 0, "bindense.native.weight_forward: empty weight");
+  const int64_t O = w.size(0), K = w.numel() / O;
+  auto wb = at::empty_like(w);
+  auto scale = at::empty({O}, w.options()), outside = at::empty({O}, w.options());
+  WeightArgs args{w.data_ptr<float>(), wb.data_ptr<float>(), scale.data_ptr<float>(), outside.data_ptr<float>(), K,
+                  scaled};
+  run(O, K, args, path.weight_forward);
+  return {wb, scale, outside};
+}
+
+at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const std::string& isa) {
+  const Path& path = find_path(isa);
+  check_float(w, "weight");
+  check_float(scale, "scale");
+  TORCH_CHECK(w.dim() >= 1 && scale.numel() == w.size(0), "bindense.native.weight_rebuild: scale must be [O]");
+  const int64_t O = w.size(0), K = w.numel() / O;
+  auto wb = at::empty_like(w);
+  WeightArgs args{w.data_ptr<float>(), wb.data_ptr<float>(), scale.data_ptr<float>(), nullptr, K, true};
+  run(O, K, args, path.weight_rebuild);
+  return wb;
+}
+
+}  // namespace bdn::train

@@ -1,0 +1,27 @@
+// Fused CPU kernels of the binary training unit (train_ops.cpp), registered in binconv.cpp's module.
+#pragma once
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+namespace bdn::train {
+
+// DAB forward of x [N, C, H, W] with a, k, b [C]: {s, xb, stats [3, N, C] = mean(x), mean|s|, alpha}.
+std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& k,
+                                    const at::Tensor& b, const std::string& isa);
+// xb = copysign(alpha, s), s [N, C, H, W], alpha [N, C].
+at::Tensor dab_rebuild(const at::Tensor& s, const at::Tensor& alpha, const std::string& isa);
+// In place in grad ([N, C, H, W], the gradient of xb on entry, of s on return): {grad, sums [2, N, C] =
+// sum(grad_xb * xb), sum(grad_s)}.
+std::vector<at::Tensor> dab_backward(const at::Tensor& s, at::Tensor grad, const at::Tensor& alpha,
+                                     const std::string& isa);
+// w [O, ...] (rows contiguous): {wb, scale [O], outside [O] (count of |w| > 1 per row)}; scale = mean|w| per row
+// when scaled, else 1.
+std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa);
+// wb = copysign(scale[o], w + 0).
+at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const std::string& isa);
+// The ISA paths these kernels run on this CPU, best first.
+std::vector<std::string> train_isas();
+
+}  // namespace bdn::train

@@ -1,0 +1,280 @@
+"""Native kernels of the fused unit (model.unit_kernels=native) and the one-node CFB add.
+
+The kernels' per-plane sums run in another order than torch's (double lanes), so they are checked against the
+float64 formulas at tight tolerances; every elementwise value given those sums must equal the eager float32
+expression bit for bit. Each test runs on every ISA path this CPU has.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bindense import native
+from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
+from bindense.binary import kernels as K
+from bindense.binary.bypass import cfb, cfb_add
+from bindense.binary.layers import configure_lean
+from bindense.models.spec import MethodSpec
+
+ISAS = [name for name in native.supported_isas() if name != "torch"]
+pytestmark = pytest.mark.skipif(not ISAS, reason="no native build")
+SHAPES = [(2, 5, 7, 9), (1, 17, 4, 4), (3, 3, 1, 1), (2, 33, 16, 17)]  # planes of 63, 16, 1, 272 elements
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    native.set_isa(request.param)
+    yield request.param
+    native.set_isa(None)
+
+
+def _input(*shape: int, seed: int = 0, scale: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g) * scale
+    x.view(-1)[:5] = torch.tensor([-1.0, 0.0, 1.0, -0.0, 0.5])
+    return x
+
+
+def _params(c: int, seed: int, zero_shift: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DAB's a, k, b shaped (1, C, 1, 1); with ``zero_shift`` k = b = 0, so that s = x hits -0.0 and |s| = 1."""
+    g = torch.Generator().manual_seed(seed)
+    a, k, b = (torch.randn(1, c, 1, 1, generator=g) * 0.5 for _ in range(3))
+    return (a, k * 0, b * 0) if zero_shift else (a, k, b)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a, b) and torch.equal(torch.signbit(a), torch.signbit(b))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("zero_shift", [False, True])
+def test_dab_forward_matches_formulas(isa, shape, zero_shift) -> None:
+    x = _input(*shape, seed=shape[1])
+    a, k, b = _params(shape[1], 1, zero_shift)
+    s, xb, mean_x, mean_abs_s, alpha = K.dab_forward(x, a, k, b, isa)
+    # the statistics against float64
+    x64, a64, k64, b64 = (t.double() for t in (x, a, k, b))
+    mean64 = x64.mean(dim=(2, 3), keepdim=True)
+    s64 = x64 - (k64 * mean64 + b64)
+    mean_abs64 = s64.abs().mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(mean_x.double(), mean64, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(mean_abs_s.double(), mean_abs64, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(alpha.double(), torch.exp(a64 * (mean_abs64 - 1)), rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(s.double(), s64, rtol=1e-6, atol=1e-6)
+    # elementwise: the eager node's float32 expressions of those statistics, bit for bit (-0.0 -> +0.0)
+    assert _same_bits(s, (x - (k * mean_x + b)).add_(0.0))
+    assert _same_bits(xb, torch.copysign(alpha, s))
+    assert not torch.signbit(s[s == 0]).any()
+    # alpha: the C library's expf of the float32 exponent, within an ulp of it (torch's exp: SLEEF, also <= 1 ulp)
+    exponent = a * (mean_abs_s - 1.0)
+    torch.testing.assert_close(alpha.double(), exponent.double().exp(), rtol=2**-23, atol=0.0)
+    if zero_shift:  # s = x: the -0.0 input binarizes to +alpha of its plane
+        assert xb.view(-1)[3] == alpha.view(-1)[3 // (shape[2] * shape[3])] > 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("zero_shift", [False, True])
+def test_dab_backward_matches_formulas(isa, shape, zero_shift) -> None:
+    x = _input(*shape, seed=shape[2])
+    a, k, b = _params(shape[1], 2, zero_shift)
+    s, xb, _, _, alpha = K.dab_forward(x, a, k, b, isa)
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    assert _same_bits(K.dab_rebuild(s, alpha, isa), xb)
+    grad_s, sum_gxb, sum_grad = K.dab_backward(s, grad.clone(), alpha, isa)
+    # the ApproxSign surrogate 2 max(1 - |s|, 0) times alpha: the eager expression, bit for bit
+    eager = s.abs().sub_(1.0).clamp_(max=0.0).mul_(grad).mul_(-2.0 * alpha)
+    assert _same_bits(grad_s, eager)
+    if zero_shift:  # |s| = 1 and s = 0 in the input: no gradient at the clip point, 2 alpha g at 0
+        assert grad_s.view(-1)[0] == 0 and grad_s.view(-1)[2] == 0
+        assert grad_s.view(-1)[1] == 2 * alpha.view(-1)[1 // (shape[2] * shape[3])] * grad.view(-1)[1]
+    # the per-plane sums against float64
+    g64 = grad.double()
+    torch.testing.assert_close(sum_gxb.double(), (g64 * xb.double()).sum(dim=(2, 3), keepdim=True), rtol=1e-6,
+                               atol=1e-6)
+    torch.testing.assert_close(sum_grad.double(), grad_s.double().sum(dim=(2, 3), keepdim=True), rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(10, 6, 3, 3), (7, 1, 7, 7), (3, 33, 1, 1), (1, 5, 2, 2)])
+def test_weight_binarization_matches_formulas(isa, shape) -> None:
+    g = torch.Generator().manual_seed(shape[0])
+    w = torch.randn(shape, generator=g) * 0.7  # both sides of the clip at |W| = 1
+    w.view(-1)[:3] = torch.tensor([-0.0, 1.0, -1.0])
+    wb, scale, all_inside = K.weight_forward(w, True, isa)
+    torch.testing.assert_close(scale.double(), w.double().abs().mean(dim=(1, 2, 3), keepdim=True), rtol=1e-6,
+                               atol=0.0)
+    assert _same_bits(wb, torch.copysign(scale, w + 0.0))
+    assert wb.view(-1)[0] > 0  # sign(-0.0) = +1
+    assert _same_bits(K.weight_rebuild(w, scale, isa), wb)
+    assert all_inside == bool((w.abs() <= 1).all())
+    _, _, inside = K.weight_forward(w.clamp(-1, 1), True, isa)
+    assert inside
+    w_nan = w.clone()
+    w_nan.view(-1)[-1] = float("nan")
+    assert not K.weight_forward(w_nan, True, isa)[2]
+
+
+def _perturbed(unit: torch.nn.Module, seed: int = 7) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        unit.weight.normal_(0, 0.7, generator=g)
+        for name, p in unit.named_parameters():
+            if name != "weight":
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return unit
+
+
+UNITS = {
+    "dab_scaled_3x3": lambda: BinaryConv2d(6, 10, 3, padding=1),
+    "dab_scaled_dw7": lambda: BinaryConv2d(6, 6, 7, padding=3, groups=6),
+    "dab_scaled_down": lambda: BinaryConv2d(6, 12, 2, stride=2),
+    "dab_pw_merge": lambda: BinaryConv2d(24, 6, 1),
+    "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
+    "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
+    "dab_transposed_input_scale": lambda: MethodSpec.from_config({"transpose_scale": "input"}).conv_transpose(
+        6, 4, 2, stride=2
+    ),
+}
+
+
+def _run(unit: torch.nn.Module, x: torch.Tensor, reference: bool = False):
+    m = copy.deepcopy(unit)
+    xi = x.detach().clone().requires_grad_(True)
+    with use_reference(reference):
+        out = m(xi)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype))
+    return [out.detach(), xi.grad] + [p.grad for p in m.parameters()]
+
+
+def _native_node(unit: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the unit ran as a fused node on the native kernels (the node's ``isa``)."""
+    stack, seen = [unit(x.clone().requires_grad_(True)).grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ == "BinaryConvFunctionBackward":
+            return fn.isa is not None
+        stack.extend(f for f, _ in fn.next_functions)
+    return False
+
+
+@pytest.mark.parametrize("name", list(UNITS))
+def test_native_unit_matches_reference(isa, name) -> None:
+    """Values and every gradient (x, a, k, b, weight, BN) of the native float32 unit against the float64
+    reference composition, at float32 precision relative to each tensor's scale."""
+    unit = _perturbed(UNITS[name]())
+    x = _input(2, unit.in_channels, 8, 8, seed=4)
+    assert _native_node(unit, x)
+    got = _run(unit, x)
+    ref = _run(unit.double(), x.double(), reference=True)
+    eager = _run(configure_lean(copy.deepcopy(unit).float(), unit_kernels="eager"), x)
+    for i, (g, r, e) in enumerate(zip(got, ref, eager)):
+        assert r.abs().sum() > 0, i
+        scale = max(r.abs().max().item(), 1.0)  # (a conv bias before BN has a gradient of 0 up to rounding)
+        torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=5e-6 * scale, msg=lambda m, i=i: f"{i}: {m}")
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=5e-6 * scale, msg=lambda m, i=i: f"{i}: {m}")
+
+
+def test_every_isa_path_gives_the_same_bits() -> None:
+    """The sums run in a fixed lane order, whatever the vector width: every path's outputs and gradients agree."""
+    unit = _perturbed(BinaryConv2d(20, 24, 3, padding=1))
+    x = _input(2, 20, 11, 13, seed=5)
+    results = {}
+    for name in ISAS:
+        native.set_isa(name)
+        try:
+            results[name] = _run(unit, x)
+        finally:
+            native.set_isa(None)
+    first = results[ISAS[0]]
+    for name, res in results.items():
+        for i, (a, b) in enumerate(zip(first, res)):
+            assert _same_bits(a, b), (name, i)
+
+
+def test_two_threads_same_result(isa) -> None:
+    """Each plane / row is one task: the split over threads does not change a bit."""
+    x, (a, k, b) = _input(2, 96, 24, 24, seed=6), _params(96, 6, False)
+    w = torch.randn(64, 96, 3, 3, generator=torch.Generator().manual_seed(6))
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+
+    def run():
+        s, xb, *stats = K.dab_forward(x, a, k, b, isa)
+        back = K.dab_backward(s, grad.clone(), stats[2], isa)
+        return [s, xb, *stats, *back, *K.weight_forward(w, True, isa)[:2]]
+
+    one = run()
+    torch.set_num_threads(2)  # the autouse fixture restores the thread count
+    for u, v in zip(one, run()):
+        assert _same_bits(u, v)
+
+
+@pytest.mark.parametrize("setting", ["torch_isa", "float64", "eager"])
+def test_eager_fallback_is_bit_identical(setting) -> None:
+    """Where the kernels do not apply (BINDENSE_ISA=torch, float64) or unit_kernels=eager, the node runs the
+    eager ops: bit for bit the unfused path."""
+    unit = _perturbed(BinaryConv2d(6, 10, 3, padding=1))
+    x = _input(2, 6, 8, 8, seed=8)
+    if setting == "float64":
+        unit, x = unit.double(), x.double()
+    if setting == "eager":
+        unit = configure_lean(unit, unit_kernels="eager")
+    unfused = configure_lean(copy.deepcopy(unit), fused=False)
+    native.set_isa("torch" if setting == "torch_isa" else None)
+    try:
+        assert not _native_node(unit, x)
+        for a, b in zip(_run(unit, x), _run(unfused, x)):
+            assert torch.equal(a, b)
+    finally:
+        native.set_isa(None)
+
+
+def test_saved_bytes_unchanged(isa) -> None:
+    """The native node keeps what the eager one keeps: s (4 bytes per input element) and per-plane statistics."""
+    x = _input(2, 16, 12, 12)
+    unit = BinaryConv2d(16, 32, 3, padding=1, norm=False, bypass="none")
+    seen: dict[int, int] = {}
+    params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unit(x.clone().requires_grad_(True))
+    assert 4 * x.numel() <= sum(seen.values()) <= 4 * x.numel() + 1024
+
+
+def test_unknown_unit_kernels_rejected() -> None:
+    with pytest.raises(ValueError, match="model.unit_kernels"):
+        configure_lean(BinaryConv2d(4, 4, 1), unit_kernels="cuda")
+
+
+CFB_CASES = [(4, 16), (16, 4), (6, 15), (10, 3), (5, 1), (7, 9), (4, 4)]  # tiles, merges, both, identity
+
+
+@pytest.mark.parametrize("cin, cout", CFB_CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cfb_add_equals_composition(cin, cout, channels_last) -> None:
+    """``cfb_add(y, x)``: the value of ``y + cfb(x)`` bit for bit and the same gradients, without the composition's
+    zero-filled slice buffers."""
+    g = torch.Generator().manual_seed(cin * 31 + cout)
+    y0, x0 = torch.randn(2, cout, 5, 6, generator=g), torch.randn(2, cin, 5, 6, generator=g)
+    x0.view(-1)[0] = -0.0
+    if channels_last:
+        y0, x0 = y0.contiguous(memory_format=torch.channels_last), x0.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, cout, 5, 6, generator=g)
+    results = []
+    for fn in (cfb_add, lambda y, x: y + cfb(x, y.shape[1])):
+        y, x = y0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        out = fn(y, x)
+        out.backward(grad)
+        results.append((out.detach(), y.grad, x.grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
