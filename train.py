@@ -16,6 +16,11 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 # service, a second DDP rank) slows CPU training down many times over; set before torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bindense.allocator import keep_freed_memory  # noqa: E402
+
+# freed activations stay in the heap for the next step (no page faults per step; docs/TRAINING.md section 4)
+keep_freed_memory()
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 

@@ -61,6 +61,10 @@ class DenseLitModule(LightningModule):
         metrics: ``{task: kwargs of bindense.metrics.task_metrics}`` (``protocol`` selects the depth one).
         distiller: optional teacher-student loss ``distiller(images, features, outputs, progress) ->
             {name: loss}`` (:class:`bindense.distill.Distiller`), added in training only.
+        compile: run the net's training forward (and so its backward) through ``torch.compile``: ``True``, or a
+            mapping of ``torch.compile`` keyword arguments (``{mode: max-autotune}``, ``{backend: eager}``).
+            Evaluation stays eager. ``self.net`` itself is not wrapped, so checkpoints, export and resume see the
+            same state-dict keys as without it (docs/TRAINING.md, "torch.compile").
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class DenseLitModule(LightningModule):
         loss_weights: Mapping[str, float] | None = None,
         metrics: Mapping[str, Mapping[str, Any]] | None = None,
         distiller: nn.Module | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
         self.tasks = list(tasks)
@@ -94,6 +99,7 @@ class DenseLitModule(LightningModule):
                 "loss_weights": dict(loss_weights or {}),
                 "metrics": metric_kwargs,
                 "scheduler_interval": scheduler_interval,
+                "compile": dict(compile) if isinstance(compile, Mapping) else bool(compile),
             },
             logger=False,
         )
@@ -105,6 +111,12 @@ class DenseLitModule(LightningModule):
         self.scheduler_interval = scheduler_interval
         self.distiller = distiller
         self.return_features = distiller is not None
+        if not isinstance(compile, (bool, Mapping)):
+            raise ValueError(f"module.compile: expected true, false or torch.compile options, got {compile!r}")
+        self.compile_options = dict(compile) if isinstance(compile, Mapping) else ({} if compile else None)
+        # torch.compile of ``self.net.__call__``, made at the first training step: a function, not a submodule, so
+        # the state dict keeps the keys ``net.*`` (no ``_orig_mod.``)
+        self._compiled_net: Callable[..., Any] | None = None
 
         self.main_keys = {t: main_metric(t, metric_kwargs[t].get("protocol")) for t in self.tasks}
         self.metrics = nn.ModuleDict(
@@ -154,10 +166,19 @@ class DenseLitModule(LightningModule):
 
     def forward_step(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
         """Run the net on ``batch["image"]``: (outputs, features or None)."""
+        net = self.training_net()
         if self.return_features:
-            outputs, features = self.net(batch["image"], return_features=True)
+            outputs, features = net(batch["image"], return_features=True)
             return outputs, features
-        return self.net(batch["image"]), None
+        return net(batch["image"]), None
+
+    def training_net(self) -> Callable[..., Any]:
+        """What runs the net now: its ``torch.compile`` (``compile=True``, training with gradients) or the net."""
+        if self.compile_options is None or not (self.training and torch.is_grad_enabled()):
+            return self.net
+        if self._compiled_net is None:
+            self._compiled_net = torch.compile(self.net.__call__, **self.compile_options)
+        return self._compiled_net
 
     def shared_step(
         self, batch: Mapping[str, Any], stage: str

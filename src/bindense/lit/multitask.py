@@ -111,6 +111,7 @@ class MultiTaskLitModule(DenseLitModule):
         vib_beta: float = 0.0,
         baselines: Mapping[str, float] | None = None,
         distiller: nn.Module | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         tasks = list(tasks)
         baselines = {str(k): float(v) for k, v in (baselines or {}).items()}
@@ -119,7 +120,9 @@ class MultiTaskLitModule(DenseLitModule):
             raise ValueError(f"delta_m baselines name tasks {unknown} that are not trained ({tasks})")
         # read by best_metrics() during the base constructor
         self._delta = MultiTaskDelta(baselines) if baselines else None
-        super().__init__(net, tasks, losses, optimizer, scheduler, scheduler_interval, loss_weights, metrics, distiller)
+        super().__init__(
+            net, tasks, losses, optimizer, scheduler, scheduler_interval, loss_weights, metrics, distiller, compile
+        )
         self.hparams.update({"vib_beta": float(vib_beta), "baselines": baselines})
         self.vib_beta = float(vib_beta)
 

@@ -7,6 +7,7 @@ Usage (Hydra overrides of ``conf/train.yaml`` select the model; only ``cfg.model
     python scripts/benchmark.py --compare-naive                                 # lean vs naive binarizers
     python scripts/benchmark.py method=bidense --packed                         # + bit-packed inference kernels
     python scripts/benchmark.py data=synthetic                                  # + data-loader throughput
+    python scripts/benchmark.py method=bidense --vs module.compile=true         # eager vs torch.compile
 
 What is measured (docs/DEPLOY.md explains the method):
 
@@ -20,6 +21,8 @@ What is measured (docs/DEPLOY.md explains the method):
   gradients, optimizer temporaries) exactly, and nothing else (no Python objects, no allocator caching).
 * ``saved_for_backward``: bytes of the distinct tensor storages autograd keeps for the backward pass
   (``torch.autograd.graph.saved_tensors_hooks``; parameters excluded) — the activation memory of training.
+* ``first_step_s`` (``--vs``): the first warm-up step, which includes the compile time of a config with
+  ``module.compile=true`` (its net is compiled in place with ``nn.Module.compile``, train and eval forward alike).
 * ``latency``: median wall time of an eval forward in ``torch.inference_mode`` after warm-up;
   ``infer_throughput`` = batch / latency.
 
@@ -61,6 +64,7 @@ __all__ = [
     "benchmark_packed",
     "compare_interleaved",
     "compare_naive",
+    "compiled_if_asked",
     "data_throughput",
     "cpu_peak_bytes",
     "format_packed",
@@ -85,6 +89,14 @@ def model_from_overrides(overrides: Sequence[str]) -> tuple[nn.Module, DictConfi
     builder its ``_target_`` names (the project's model builder, exactly as ``train.py`` builds it)."""
     cfg = compose_config("train", overrides, hydra_node=False)
     return hydra.utils.instantiate(cfg.model), cfg
+
+
+def compiled_if_asked(model: nn.Module, cfg: DictConfig) -> nn.Module:
+    """``model`` compiled in place (``nn.Module.compile``: same parameters and state-dict keys) when the config
+    sets ``module.compile=true``, as training would; unchanged otherwise."""
+    if (cfg.get("module") or {}).get("compile"):
+        model.compile()
+    return model
 
 
 def data_throughput(cfg: DictConfig, num_batches: int, workers: int) -> dict:
@@ -158,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, args.height, args.width, device=device)
     model, cfg = model_from_overrides(overrides)
-    model = model.to(device)
+    model = compiled_if_asked(model.to(device), cfg)
     name = " ".join(overrides) or "defaults"
     result: dict[str, Any] = {
         "environment": environment(device),
@@ -182,8 +194,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         other_overrides = overrides + list(args.vs)
         other_name = "vs " + " ".join(args.vs)
         torch.manual_seed(args.seed)
-        other, _ = model_from_overrides(other_overrides)
-        pair = {name: (model, False), other_name: (other.to(device), False)}
+        other, other_cfg = model_from_overrides(other_overrides)
+        pair = {name: (model, False), other_name: (compiled_if_asked(other.to(device), other_cfg), False)}
         measured = compare_interleaved(pair, x, args.steps, args.warmup, args.runs)
         rows += list(measured.values())
         r = ratios(measured[name], measured[other_name])

@@ -239,6 +239,8 @@ def compare_interleaved(
                 start = time.perf_counter()
                 train_step(m, optimizers[key], x, targets)
                 _sync(x.device)
+            if i == 0:  # includes a torch.compile model's compile time
+                extra[key]["first_step_s"] = time.perf_counter() - start
             if i >= warmup:
                 step_times[key].append(time.perf_counter() - start)
     for key, (m, reference) in models.items():

@@ -33,6 +33,7 @@ def format_table(rows: Sequence[dict], ratio_rows: Sequence[tuple[str, dict]] = 
         " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
     ]
     text.insert(1, "-+-".join("-" * w for w in widths))
+    text += [f"{r['name']}: first step {r['first_step_s']:.2f} s" for r in rows if "first_step_s" in r]
     for label, ratio in ratio_rows:
         text.append(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items()))
     return "\n".join(text)

@@ -1,0 +1,47 @@
+"""Keep freed heap memory in the process: no page faults from re-allocating activations every training step.
+
+glibc's ``malloc`` returns freed memory at the top of the heap to the system once more than
+``M_TRIM_THRESHOLD`` bytes are free there, and serves large blocks with ``mmap`` (unmapped at ``free``). A
+training step frees and re-allocates the same activations every step, so the kernel maps and zeroes those pages
+again each time (about 35,000 minor page faults per step of the default run, docs/TRAINING.md section 4). With a
+high trim threshold and the largest ``mmap`` threshold, freed blocks stay in the heap for the next step. The
+values computed are unchanged; the process keeps its peak heap size instead of shrinking between steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+#: ``mallopt`` parameters (glibc ``malloc.h``)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: glibc's largest ``mmap`` threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``); larger values are refused
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+#: freed memory kept at the top of the heap before it is returned to the system
+TRIM_THRESHOLD = 1 << 30
+#: set to ``0`` to keep glibc's defaults (e.g. to measure the difference)
+ENV_SWITCH = "BINDENSE_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's trim and mmap thresholds for this process; True if applied (False: not glibc, or switched off
+    with ``BINDENSE_KEEP_FREED_MEMORY=0``). Forked data-loader workers inherit the setting."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    if not ok:
+        log.debug("mallopt refused the thresholds; glibc defaults kept")
+    return ok
