@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bindense.binary import BinaryConv2d
+from bindense.binary.layers import configure_lean
 from bindense.lit import DenseLitModule, SegCrossEntropy
 
 K = 4
@@ -36,9 +37,11 @@ class TinyBinaryNet(nn.Module):
 
 
 def make_module(compile=False) -> DenseLitModule:
+    """Eager units: under torch.compile the fused node runs its eager ops (Dynamo cannot trace the native
+    kernels), so the uncompiled module they are compared with runs the same ops."""
     torch.manual_seed(0)
     return DenseLitModule(
-        net=TinyBinaryNet(),
+        net=configure_lean(TinyBinaryNet(), unit_kernels="eager"),
         tasks=["seg"],
         losses={"seg": SegCrossEntropy(255)},
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-2),

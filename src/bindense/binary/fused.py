@@ -100,9 +100,10 @@ def _all_inside(w: Tensor, kind: str) -> bool:
     """Whether every latent weight lies in [-1, 1], where the clipped STE passes gradients unchanged.
 
     One read-only pass (``aminmax``) instead of a mask in backward, on CPU; elsewhere (CUDA: the answer would
-    cost a device sync per unit; meta tensors: no values) the mask is always applied (False).
+    cost a device sync per unit; meta tensors: no values; under ``torch.compile``: a data-dependent branch, one
+    graph break per unit) the mask is always applied (False).
     """
-    if kind == "fp32" or w.device.type != "cpu":
+    if kind == "fp32" or w.device.type != "cpu" or torch.compiler.is_compiling():
         return kind == "fp32"
     lo, hi = torch.aminmax(w)
     return bool(lo >= -1) and bool(hi <= 1)

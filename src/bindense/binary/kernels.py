@@ -10,7 +10,8 @@ lanes in a fixed order, so they are not torch's float32 sums bit for bit (they a
 are the same on every ISA path; every elementwise value (``s``, the binarized input and weight, the gradient of
 ``x``) is the eager node's float32 expression given those statistics, bit for bit (tests/test_binary_kernels.py).
 
-Where the kernels do not apply (no native build, ``BINDENSE_ISA=torch``, CUDA, float64, non-contiguous tensors),
+Where the kernels do not apply (no native build, ``BINDENSE_ISA=torch``, CUDA, float64, non-contiguous tensors,
+or under ``torch.compile``, which cannot trace an extension's functions and fuses the eager ops itself),
 :func:`native_isa` returns ``None`` and the fused node runs its eager ops.
 """
 
@@ -31,6 +32,8 @@ def _extension():
 
 def native_isa(*tensors: Tensor) -> str | None:
     """The ISA path the kernels run for these tensors, or ``None`` where the eager ops must run instead."""
+    if torch.compiler.is_compiling():
+        return None
     for t in tensors:
         if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
             return None
