@@ -217,6 +217,27 @@ def test_prepared_weights_equal_w_bits(isa, case):
     assert torch.equal(y, native.binary_conv2d(xb, wb, c, k, s, p, g, **epi))
 
 
+def test_prepared_layout_holds_just_the_words(isa):
+    """Every path's prepared layout is the packed words re-ordered (no second copy such as AVX2's nibble planes,
+    which its kernel makes per call): with O a multiple of every ISA's block, exactly the bytes of w_bits."""
+    c, o = 130, 64
+    wb = native.pack_weights(rand(o, c, 3, 3, seed=48))
+    prepared = native.prepare_weights(wb, c, 3)
+    assert prepared.nbytes == wb.numel() * 8
+    assert torch.equal(prepared.words(), wb)
+
+
+@pytest.mark.parametrize("c, k, h, w", [(500, 3, 7, 9), (64, 7, 9, 10), (1000, 1, 5, 6), (2048, 3, 4, 7)])
+def test_many_words_per_output(isa, c, k, h, w):
+    """Sums over more words than one byte counter of the AVX2 kernel holds (31: flushed in runs), over several
+    runs and a remainder, with row tails of 1-3 pixels (its tiles are 4 pixels): exact on every path."""
+    x, wt = rand(1, c, h, w, seed=49), rand(24, c, k, k, seed=50)
+    xb, wb = native.pack_activations(x), native.pack_weights(wt)
+    want = F.conv2d(sgn(x), sgn(wt), padding=k // 2)
+    assert torch.equal(native.binary_conv2d(xb, wb, c, k, 1, k // 2), want)
+    assert torch.equal(native.binary_conv2d(xb, native.prepare_weights(wb, c, k), c, k, 1, k // 2), want)
+
+
 def test_prepared_weights_on_another_isa_and_bad_calls():
     c, o = 130, 40
     xb, wb = native.pack_activations(rand(1, c, 6, 7, seed=45)), native.pack_weights(rand(o, c, 3, 3, seed=46))

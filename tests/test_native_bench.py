@@ -19,6 +19,13 @@ def test_binary_conv_benchmark_keys(isa):
         assert set(out["binary_ms_by_isa"]) == set(native.supported_isas())
 
 
+def test_binary_conv_benchmark_follows_forced_isa(monkeypatch):
+    """``BINDENSE_ISA=generic python scripts/benchmark.py --binary-conv`` times the forced path, not the best."""
+    monkeypatch.setenv("BINDENSE_ISA", "generic")
+    out = bench.run(threads=1, channels=64, size=8, rounds=1, warmup=1)
+    assert out["isa"] == "generic" and "binary:generic" in out["cpu_ms"]
+
+
 def test_binary_conv_benchmark_rejects_unknown_isa():
     with pytest.raises(ValueError, match="not an ISA path"):
         bench.run(isa="sse9", channels=64, size=8, rounds=1)

@@ -75,15 +75,16 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
         rounds: int = 30, warmup: int = 3, seed: int = 0) -> dict:
     """Time the ``kernel`` x ``kernel`` conv ``channels`` -> ``channels`` on ``size`` x ``size``, batch 1.
 
-    ``isa``: one native path (default: the best), or ``"all"`` for every path this CPU runs (``binary_ms`` is then
+    ``isa``: one native path (default: :func:`bindense.native.isa`, the best unless ``BINDENSE_ISA`` forces
+    another), or ``"all"`` for every path this CPU runs (``binary_ms`` is then
     the best path's, the others in ``binary_ms_by_isa``). Returns the JSON-able results.
     """
     isas = native.supported_isas() if isa in (None, "all") else [isa]
     if isa not in (None, "all"):
         native.set_isa(isa)  # validates the name
         native.set_isa(None)
-    if isa is None:
-        isas = isas[:1]
+    if isa is None:  # the path the runtime would use: the best one, or the one BINDENSE_ISA / set_isa forces
+        isas = [native.isa()]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, channels, size, size, generator=g)
     w = torch.randn(channels, channels, kernel, kernel, generator=g)

@@ -22,10 +22,12 @@ def segment_length(in_channels: int, groups: int, channel_group_size: int | None
 class PreparedWeights:
     """A binary conv's weights in the layout one ISA path reads, made by :func:`bindense.native.prepare_weights`.
 
-    ``layout``: the ISA path (``avx512``, ``avx2``, ``generic``) whose blocked layout ``data`` holds, or
-    ``"words"``: ``data`` is the packed words themselves (depthwise convs, whose kernel reads the words, and the
-    pure-torch path). The tap popcounts the kernels need at the borders are recomputed at each call (one pass over
-    the weights), so ``data`` is the only copy: :attr:`nbytes` is what the weights cost in memory.
+    ``layout``: the ISA path (``avx512``, ``avx2``, ``generic``) whose blocked layout ``data`` holds (the packed
+    words re-ordered into blocks of that path's output channels, zero words padding the last block; the AVX2
+    kernel's nibble planes are made per call, not held), or ``"words"``: ``data`` is the packed words themselves
+    (depthwise convs, whose kernel reads the words, and the pure-torch path). The tap popcounts the kernels need
+    at the borders are recomputed at each call (one pass over the weights), so ``data`` is the only copy:
+    :attr:`nbytes` is what the weights cost in memory.
     """
 
     layout: str

@@ -232,8 +232,10 @@ void check_bits(const at::Tensor& t, const char* name, const char* shape) {
               "bindense.native: ", name, " must be a contiguous int64 CPU tensor ", shape);
 }
 
-// Weights in the layout of one ISA: [G][nOB][D][T][Kd][planes][OB] words, OB output channels interleaved (zero
-// words for the padding channels), and the popcount of every tap [G][Ogp][D][T] (border corrections).
+// Weights in the layout of one ISA: [G][nOB][D][T][Kd][OB] words, OB output channels interleaved (zero words for
+// the padding channels), and the popcount of every tap [G][Ogp][D][T] (border corrections). The layout holds the
+// packed words themselves (plus the padding channels) on every path; the AVX2 kernel's nibble planes are made
+// per call (nibble_planes).
 std::vector<at::Tensor> prepare_weights(const at::Tensor& wb, int64_t C, int64_t G, int64_t cgs,
                                         const std::string& isa_name) {
   const Isa& isa = find_isa(isa_name);
@@ -244,8 +246,8 @@ std::vector<at::Tensor> prepare_weights(const at::Tensor& wb, int64_t C, int64_t
   TORCH_CHECK(Kg == (s.Cg + 63) / 64, "bindense.native: w_bits has ", Kg, " words per tap, expected ",
               (s.Cg + 63) / 64);
   TORCH_CHECK(T <= kMaxTaps, "bindense.native: kernel has more than ", kMaxTaps, " taps");
-  const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
-  auto wt = at::zeros({G * nOB * s.D * T * s.Kd * PL * OB}, at::kLong);
+  const int64_t OB = isa.block(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
+  auto wt = at::zeros({G * nOB * s.D * T * s.Kd * OB}, at::kLong);
   auto wpop = at::zeros({G * Ogp * s.D * T}, at::kInt);
   const uint64_t* src0 = reinterpret_cast<const uint64_t*>(wb.data_ptr<int64_t>());
   uint64_t* dst = reinterpret_cast<uint64_t*>(wt.data_ptr<int64_t>());
@@ -258,13 +260,7 @@ std::vector<at::Tensor> prepare_weights(const at::Tensor& wb, int64_t C, int64_t
           extract_bits(src0 + ((g * Og + oo) * T + t) * Kg, Kg, d * s.e, s.len(d), tmp.data(), s.Kd);
           int32_t pc = 0;
           for (int64_t k = 0; k < s.Kd; ++k) {
-            uint64_t* q = dst + ((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * PL * OB + oo % OB;
-            if (PL == 2) {
-              q[0] = tmp[k] & kLowNibbles;
-              q[OB] = (tmp[k] >> 4) & kLowNibbles;
-            } else {
-              q[0] = tmp[k];
-            }
+            dst[((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * OB + oo % OB] = tmp[k];
             pc += __builtin_popcountll(tmp[k]);
           }
           pop[((g * Ogp + oo) * s.D + d) * T + t] = pc;
@@ -279,8 +275,8 @@ at::Tensor unprepare_weights(const at::Tensor& wt, int64_t O, int64_t kh, int64_
   TORCH_CHECK(G >= 1 && C % G == 0 && O % G == 0, "bindense.native: channels do not divide into groups");
   const Segments s(C, G, cgs);
   const int64_t T = kh * kw, Kg = (s.Cg + 63) / 64;
-  const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
-  TORCH_CHECK(wt.scalar_type() == at::kLong && wt.is_contiguous() && wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB,
+  const int64_t OB = isa.block(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
+  TORCH_CHECK(wt.scalar_type() == at::kLong && wt.is_contiguous() && wt.numel() == G * nOB * s.D * T * s.Kd * OB,
               "bindense.native: prepared weights do not match this conv (unprepare_weights with the same ISA)");
   auto wb = at::zeros({O, kh, kw, Kg}, at::kLong);
   const uint64_t* src = reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>());
@@ -291,29 +287,45 @@ at::Tensor unprepare_weights(const at::Tensor& wt, int64_t O, int64_t kh, int64_
       for (int64_t d = 0; d < s.D; ++d)
         for (int64_t t = 0; t < T; ++t) {
           for (int64_t k = 0; k < s.Kd; ++k) {
-            const uint64_t* q = src + ((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * PL * OB + oo % OB;
-            tmp[k] = PL == 2 ? q[0] | (q[OB] << 4) : q[0];
+            tmp[k] = src[((((g * nOB + oo / OB) * s.D + d) * T + t) * s.Kd + k) * OB + oo % OB];
           }
           deposit_bits(tmp.data(), s.Kd, d * s.e, s.len(d), dst0 + ((g * Og + oo) * T + t) * Kg, Kg);
         }
   return wb;
 }
 
-// The popcount of every weight tap [G][Ogp][D][T] from the ISA layout [G][nOB][D][T][Kd][planes][OB] (what
-// prepare_weights returns as wpop; recomputed per call when the caller keeps only the layout).
+// The popcount of every weight tap [G][Ogp][D][T] from the layout [G][nOB][D][T][Kd][OB] (what prepare_weights
+// returns as wpop; recomputed per call when the caller keeps only the layout).
 std::vector<int32_t> tap_popcounts(const uint64_t* w, int64_t G, int64_t nOB, int64_t D, int64_t T, int64_t Kd,
-                                   int64_t PL, int64_t OB) {
+                                   int64_t OB) {
   std::vector<int32_t> pop(G * nOB * OB * D * T, 0);
   for (int64_t g = 0; g < G; ++g)
     for (int64_t ob = 0; ob < nOB; ++ob)
       for (int64_t d = 0; d < D; ++d)
         for (int64_t t = 0; t < T; ++t)
-          for (int64_t k = 0; k < Kd * PL; ++k) {
-            const uint64_t* q = w + (((g * nOB + ob) * D + d) * T + t) * Kd * PL * OB + k * OB;
+          for (int64_t k = 0; k < Kd; ++k) {
+            const uint64_t* q = w + (((g * nOB + ob) * D + d) * T + t) * Kd * OB + k * OB;
             for (int64_t j = 0; j < OB; ++j)
               pop[((g * nOB * OB + ob * OB + j) * D + d) * T + t] += __builtin_popcountll(q[j]);
           }
   return pop;
+}
+
+// The AVX2 kernel's working copy of a layout [rows][OB] (rows = G nOB D T Kd): [rows][2][OB], the low nibbles of
+// every byte, then the high nibbles shifted down (each byte < 16, a vpshufb index). A temporary of one conv call:
+// the weights a model holds stay the plain words.
+at::Tensor nibble_planes(const uint64_t* w, int64_t rows, int64_t OB) {
+  auto out = at::empty({rows * 2 * OB}, at::kLong);
+  uint64_t* dst = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  at::parallel_for(0, rows, grain(2 * OB), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t j = 0; j < OB; ++j) {
+        const uint64_t v = w[r * OB + j];
+        dst[(2 * r) * OB + j] = v & kLowNibbles;
+        dst[(2 * r + 1) * OB + j] = (v >> 4) & kLowNibbles;
+      }
+  });
+  return out;
 }
 
 // conv2d with the whole fused epilogue (kernel.h, ConvArgs): the activation after the unit and the row sums.
@@ -340,11 +352,14 @@ at::Tensor conv2d_fused(const at::Tensor& xb, const at::Tensor& wt, const c10::o
   TORCH_CHECK(K == (C + 63) / 64, "bindense.native: x_bits has ", K, " words per pixel, expected ", (C + 63) / 64);
   const Segments s(C, G, cgs);
   const int64_t OB = isa.block(), PL = isa.planes(), Og = O / G, Ogp = (Og + OB - 1) / OB * OB, nOB = Ogp / OB;
-  TORCH_CHECK(wt.numel() == G * nOB * s.D * T * s.Kd * PL * OB && (!wpop || wpop->numel() == G * Ogp * s.D * T),
+  TORCH_CHECK(wt.numel() == G * nOB * s.D * T * s.Kd * OB && (!wpop || wpop->numel() == G * Ogp * s.D * T),
               "bindense.native: prepared weights do not match this conv (prepare_weights with the same ISA)");
   const uint64_t* wwords = reinterpret_cast<const uint64_t*>(wt.data_ptr<int64_t>());
   std::vector<int32_t> pop_now;  // no wpop given: the tap popcounts from the layout (a pass over the weights)
-  if (!wpop) pop_now = tap_popcounts(wwords, G, nOB, s.D, T, s.Kd, PL, OB);
+  if (!wpop) pop_now = tap_popcounts(wwords, G, nOB, s.D, T, s.Kd, OB);
+  at::Tensor wsplit;  // AVX2: the nibble planes the kernel reads, for this call only
+  if (PL == 2) wsplit = nibble_planes(wwords, G * nOB * s.D * T * s.Kd, OB);
+  const uint64_t* wkern = PL == 2 ? reinterpret_cast<const uint64_t*>(wsplit.data_ptr<int64_t>()) : wwords;
   const int32_t* pop = wpop ? wpop->data_ptr<int32_t>() : pop_now.data();
   const float* os = opt_ptr(out_scale, "out_scale");
   const float* obias = opt_ptr(out_bias, "out_bias");
@@ -400,7 +415,7 @@ at::Tensor conv2d_fused(const at::Tensor& xb, const at::Tensor& wt, const c10::o
   auto y = output(out, {N, O, (H0 + 2 * ph - kh) / sh + 1, (W0 + 2 * pw - kw) / sw + 1});
   double* sums = sums_ptr(channel_sums, N * O);
   std::vector<double> rows(sums ? N * O * Ho : 0);
-  ConvArgs a{as_is ? xsrc : xdst, wwords, pop,
+  ConvArgs a{as_is ? xsrc : xdst, wkern, pop,
              seg_len.data(), sscale.defined() ? sscale.data_ptr<float>() : nullptr, os, obias, res,
              y.data_ptr<float>(), N, G, O, Og, Ogp, s.D, s.Kd, PL * XS, XS, H, W, Hp, Wp, Ho, Wo, kh, kw, sh, sw,
              ph, pw, relu ? 1 : 0, res ? residual->size(1) : O,

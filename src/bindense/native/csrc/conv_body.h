@@ -1,8 +1,10 @@
 // The ISA-independent part of the kernels, textually included by each isa_*.cpp inside an anonymous namespace
-// after it defined: constexpr int OB (output channels per weight block), PX (pixels per tile), PLANES (words per
-// packed word: 1, or 2 for nibble-split AVX2), VB (bytes per vector register, for the depthwise sums) and template <int P> void mk(xp, pixel_stride, tap_offsets, T, Kd,
-// wblock, acc[P][OB], plane_offset) (the register-blocked XOR + popcount micro-kernel: acc[p][l] = sum over
-// taps t and words k of popcount(x[p, t, k] ^ w[t, k, l])).
+// after it defined: using Acc (the integer type of the popcount sums: int64_t, or int32_t where the ISA converts
+// int32 but not int64 to float in vectors), constexpr int OB (output channels per weight block), PX (pixels per
+// tile), PLANES (words per packed word: 1, or 2 for nibble-split AVX2), VB (bytes per vector register, for the
+// depthwise sums) and template <int P> void mk(xp, pixel_stride, tap_offsets, T, Kd, wblock, Acc acc[P][OB],
+// plane_offset) (the register-blocked XOR + popcount micro-kernel: acc[p][l] = sum over taps t and words k of
+// popcount(x[p, t, k] ^ w[t, k, l])).
 // Includes nothing: the enclosing file compiles it for its own ISA.
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -168,7 +170,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
   int64_t toff[bdn::kMaxTaps];
   for (int64_t dy = 0; dy < a.kh; ++dy)
     for (int64_t dx = 0; dx < a.kw; ++dx) toff[dy * a.kw + dx] = (dy * a.Wp + dx) * a.XS;
-  int64_t acc[PX * OB];
+  Acc acc[PX * OB];
   float* rb = new float[OB * Wo];
   for (int64_t task = begin; task < end; ++task) {
     int64_t r = task;
@@ -194,7 +196,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
         }
         for (int64_t p = 0; p < np; ++p) {
           const int64_t ix0 = (j0 + p) * a.sw - a.pw;
-          int64_t* ap = acc + p * OB;
+          Acc* ap = acc + p * OB;
           float* fp = rb + (j0 + p) * OB;
           int64_t nvalid = T;
           if (!(row_inside && ix0 >= 0 && ix0 + a.kw <= a.W)) {
@@ -209,7 +211,7 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
               for (int64_t l = 0; l < OB; ++l) ap[l] -= wp[l * a.D * T];
             }
           }
-          const int64_t full = len * nvalid;
+          const Acc full = static_cast<Acc>(len * nvalid);
           for (int64_t l = 0; l < OB; ++l) fp[l] += sc * static_cast<float>(full - 2 * ap[l]);
         }
       }

@@ -12,10 +12,11 @@ constexpr int OB = 32;
 constexpr int PX = 4;
 constexpr int VB = 64;
 constexpr int PLANES = 1;
+using Acc = int64_t;
 
 template <int P>
 inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd, const uint64_t* wb,
-               int64_t* acc, int64_t xplane) {
+               Acc* acc, int64_t xplane) {
   (void)xplane;
   __m512i a[P][4];
   for (int p = 0; p < P; ++p)

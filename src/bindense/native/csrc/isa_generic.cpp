@@ -8,10 +8,11 @@ constexpr int OB = 8;
 constexpr int PX = 4;
 constexpr int VB = 16;
 constexpr int PLANES = 1;
+using Acc = int64_t;
 
 template <int P>
 inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd, const uint64_t* wb,
-               int64_t* acc, int64_t xplane) {
+               Acc* acc, int64_t xplane) {
   (void)xplane;
   int64_t a[P][OB] = {};
   for (int64_t t = 0; t < T; ++t) {

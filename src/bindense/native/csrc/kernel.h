@@ -11,7 +11,8 @@ constexpr int kMaxTaps = 1024;  // kh * kw of one conv
 // Dense / grouped binary conv on a zero-padded, segment-packed input.
 // x: [N][Hp][Wp][XS] words, XS = G * D * Kd; segment d of conv group g holds seg_len[d] channels in Kd words.
 // w: [G][Ogp / OB][D][T][Kd][planes][OB] words (OB output channels interleaved; padding channels are 0 words).
-// planes = 2 on AVX2: the low and the high nibbles of every word, pre-split for the vpshufb lookup.
+// planes = 2 on AVX2: the low and the high nibbles of every word, split from the prepared words (which are the
+// plain words on every path) at each call, for the vpshufb lookup.
 // wpop: [G][Ogp][D][T] popcount of each weight tap (the correction for taps that fall on the padding).
 struct ConvArgs {
   const uint64_t* x;
