@@ -12,14 +12,10 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-# idle OpenMP threads sleep instead of spinning: with spinning, any other busy process (data workers, the W&B
-# service, a second DDP rank) slows CPU training down many times over; set before torch is imported
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bindense.allocator import configure_process  # noqa: E402
 
-from bindense.allocator import keep_freed_memory  # noqa: E402
-
-# freed activations stay in the heap for the next step (no page faults per step; docs/TRAINING.md section 4)
-keep_freed_memory()
+# before torch is imported: sleeping idle OpenMP threads, freed memory kept (docs/TRAINING.md section 4)
+configure_process()
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

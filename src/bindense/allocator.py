@@ -45,3 +45,15 @@ def keep_freed_memory() -> bool:
     if not ok:
         log.debug("mallopt refused the thresholds; glibc defaults kept")
     return ok
+
+
+def configure_process() -> None:
+    """The process settings of the entry points (``train.py``, ``eval.py``, ``scripts/benchmark.py``), so that the
+    benchmark times the step that training runs; call it before torch is imported.
+
+    Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless set): with spinning, any other
+    busy process (data workers, the W&B service, a second DDP rank) slows CPU training down many times over. Freed
+    heap memory stays in the process (:func:`keep_freed_memory`).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_freed_memory()
