@@ -6,7 +6,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -227,40 +226,13 @@ def test_native_runtime_rejects_other_devices_and_kernels(tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------ a trained synthetic checkpoint
 
 
-def _scenes(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from bindense.data.render import generate_sample
-
-    samples = [generate_sample(0, split, i, 64, 80) for i in range(count)]
-    images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float() / 255.0
-    images = (images - 0.45) / 0.25
-    return images.contiguous(), torch.from_numpy(np.stack([s["seg"] for s in samples])).long()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bidense_g64", "bidense", "reactnet"])
-def test_trained_synthetic_model_argmax_agreement(tmp_path: Path, name: str) -> None:
+def test_trained_synthetic_model_argmax_agreement(trained_native_agreement, name: str) -> None:
     """A nano UperNet trained briefly on the synthetic scenes: >= 99.9% of pixels keep their class."""
-    torch.manual_seed(0)
-    config = _config(METHODS[name])
-    model = build_model(**{k: v for k, v in config["model"].items() if k != "_target_"})
-    images, labels = _scenes("train", 24)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(40):
-        idx = torch.arange(8) + (step * 8) % 24
-        loss = nn.functional.cross_entropy(model(images[idx])["seg"], labels[idx], ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    path = tmp_path / "trained.bdn"
-    export_packed(model.eval(), path, config=config)
-    reference, packed = load_packed(path), load_packed(path, runtime="native")
-    val, _ = _scenes("val", 8)
-    with torch.no_grad():
-        want, got = reference(val)["seg"], packed(val)["seg"]
-    agreement = (got.argmax(1) == want.argmax(1)).float().mean().item()
+    agreement, rel = trained_native_agreement(_config(METHODS[name]), 64, 80)
     assert agreement >= 0.999, f"{name}: arg-max agreement {agreement:.5f}"
-    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-2
+    assert rel < 1e-2
 
 
 @pytest.mark.parametrize("shape", [(5, 70, 3, 3), (8, 128, 1, 1), (3, 1, 7, 7)])
