@@ -69,6 +69,23 @@ void conv_epilogue(const bdn::ConvArgs& a, const float* rb, int64_t n, int64_t g
   }
 }
 
+// Border pixel (input window not fully inside the image): the padded taps read zero words, each of which counted
+// popcount(w) into ap[]; remove those and return the number of taps inside the image.
+template <typename A>
+inline int64_t remove_padded_taps(const bdn::ConvArgs& a, int64_t iy0, int64_t ix0, int64_t g, int64_t ob, int64_t d,
+                                  int64_t T, A* ap) {
+  int64_t nvalid = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t iy = iy0 + t / a.kw, ix = ix0 + t % a.kw;
+    const bool inside = iy >= 0 && iy < a.H && ix >= 0 && ix < a.W;
+    nvalid += inside;
+    if (inside) continue;
+    const int32_t* wp = a.wpop + ((g * a.Ogp + ob * OB) * a.D + d) * T + t;
+    for (int64_t l = 0; l < OB; ++l) ap[l] -= wp[l * a.D * T];
+  }
+  return nvalid;
+}
+
 #ifdef BDN_MKG
 // The sums of one pixel over segment d the plain way (mk<1>: integer popcounts, corrected for the taps on the
 // padding), added to fp[OB] scaled by the segment's scale sc.
@@ -78,19 +95,8 @@ inline void pixel_segment(const bdn::ConvArgs& a, const uint64_t* xp, int64_t ps
   const int64_t T = a.kh * a.kw;
   int64_t ap[OB];
   mk<1>(xp, ps, toff, T, a.Kd, wb, ap, a.Xplane);
-  int64_t nvalid = T;
-  if (!(iy0 >= 0 && iy0 + a.kh <= a.H && ix0 >= 0 && ix0 + a.kw <= a.W)) {
-    // Border pixel: padded taps read zero words, which counted popcount(w) each; remove them.
-    nvalid = 0;
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t iy = iy0 + t / a.kw, ix = ix0 + t % a.kw;
-      const bool inside = iy >= 0 && iy < a.H && ix >= 0 && ix < a.W;
-      nvalid += inside;
-      if (inside) continue;
-      const int32_t* wp = a.wpop + ((g * a.Ogp + ob * OB) * a.D + d) * T + t;
-      for (int64_t l = 0; l < OB; ++l) ap[l] -= wp[l * a.D * T];
-    }
-  }
+  const bool inside = iy0 >= 0 && iy0 + a.kh <= a.H && ix0 >= 0 && ix0 + a.kw <= a.W;
+  const int64_t nvalid = inside ? T : remove_padded_taps(a, iy0, ix0, g, ob, d, T, ap);
   const int64_t full = a.seg_len[d] * nvalid;
   for (int64_t l = 0; l < OB; ++l) fp[l] += sc * static_cast<float>(full - 2 * ap[l]);
 }
@@ -198,19 +204,8 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
           const int64_t ix0 = (j0 + p) * a.sw - a.pw;
           Acc* ap = acc + p * OB;
           float* fp = rb + (j0 + p) * OB;
-          int64_t nvalid = T;
-          if (!(row_inside && ix0 >= 0 && ix0 + a.kw <= a.W)) {
-            // Border pixel: padded taps read zero words, which counted popcount(w) each; remove them.
-            nvalid = 0;
-            for (int64_t t = 0; t < T; ++t) {
-              const int64_t iy = iy0 + t / a.kw, ix = ix0 + t % a.kw;
-              const bool inside = iy >= 0 && iy < a.H && ix >= 0 && ix < a.W;
-              nvalid += inside;
-              if (inside) continue;
-              const int32_t* wp = a.wpop + ((g * a.Ogp + ob * OB) * a.D + d) * T + t;
-              for (int64_t l = 0; l < OB; ++l) ap[l] -= wp[l * a.D * T];
-            }
-          }
+          const bool inside = row_inside && ix0 >= 0 && ix0 + a.kw <= a.W;
+          const int64_t nvalid = inside ? T : remove_padded_taps(a, iy0, ix0, g, ob, d, T, ap);
           const Acc full = static_cast<Acc>(len * nvalid);
           for (int64_t l = 0; l < OB; ++l) fp[l] += sc * static_cast<float>(full - 2 * ap[l]);
         }
