@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-from bindense.allocator import configure_process  # noqa: E402
+from bindense.process import configure_process  # noqa: E402
 
-# before torch is imported: sleeping idle OpenMP threads, freed memory kept (docs/TRAINING.md section 4)
+# before torch is imported: idle OpenMP threads spin briefly then sleep, freed memory kept (docs/TRAINING.md section 4)
 configure_process()
 
 import hydra  # noqa: E402

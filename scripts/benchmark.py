@@ -4,7 +4,7 @@ The measurements, their options and the usage examples are in :mod:`bindense.ana
 (``--help`` lists the options; docs/DEPLOY.md explains the method).
 """
 
-from bindense.allocator import configure_process
+from bindense.process import configure_process
 
 configure_process()  # the process settings of train.py, before torch is imported: the step that training runs
 

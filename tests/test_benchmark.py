@@ -145,10 +145,13 @@ def test_main_vs_packed_and_data(tmp_path: Path, capsys) -> None:
 
 
 def test_unit_table_before_after(tiny: Tiny) -> None:
-    """Per-unit saved bytes: every binary unit is listed, and the fused node saves less than one node per binarizer."""
+    """Per-unit saved bytes: every binary unit is listed, and the fused node saves less than one node per binarizer.
+    The native exact node keeps the unit's input, which body.1's pooled bypass keeps anyway (saved once), so there
+    it saves less than the bf16 copy of ``s``."""
     text, info = bench.unit_table(tiny, torch.randn(2, 3, 16, 16))
     totals = info["totals_bytes"]
-    assert totals["unfused"] > totals["fused exact"] > totals["fused bf16"] > 0
+    assert totals["unfused"] > max(totals["fused exact"], totals["fused bf16"]) > 0
+    assert info["groups"]["body.1"]["fused exact"] < info["groups"]["body.1"]["fused bf16"]
     assert {"body.0", "body.1", "(outside units)"} <= set(info["groups"])
     assert all(g["fused exact"] < g["unfused"] for k, g in info["groups"].items() if k.startswith("body"))
     assert "saved for backward per unit" in text

@@ -125,10 +125,11 @@ def test_fused_saves_less() -> None:
 
 
 def test_bf16_saved_format() -> None:
-    """The bf16 option: exact forward and weight gradient; the DAB gradients within bfloat16 rounding."""
-    unit = _perturbed(BinaryConv2d(6, 10, 3, padding=1))
+    """The bf16 option: exact forward and weight gradient; the DAB gradients within bfloat16 rounding. It runs
+    the eager ops (the native kernels keep x instead of s), so it is compared with the eager exact node."""
+    unit = configure_lean(_perturbed(BinaryConv2d(6, 10, 3, padding=1)), unit_kernels="eager")
     x = _input(2, 6, 8, 8, seed=2)
-    lowp = configure_lean(copy.deepcopy(unit), saved_activation="bf16")
+    lowp = configure_lean(copy.deepcopy(unit), saved_activation="bf16", unit_kernels="eager")
     (out_l, gx_l, gp_l), (out_e, gx_e, gp_e) = _run(lowp, x), _run(unit, x)
     assert torch.equal(out_l, out_e)
     assert torch.equal(gp_l["weight"], gp_e["weight"])

@@ -15,7 +15,7 @@ import torch
 from bindense import native
 from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
 from bindense.binary import kernels as K
-from bindense.binary.bypass import cfb, cfb_add
+from bindense.binary.bypass import cfb, cfb_add_
 from bindense.binary.layers import configure_lean
 from bindense.models.spec import MethodSpec
 
@@ -54,7 +54,7 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_dab_forward_matches_formulas(isa, shape, zero_shift) -> None:
     x = _input(*shape, seed=shape[1])
     a, k, b = _params(shape[1], 1, zero_shift)
-    s, xb, mean_x, mean_abs_s, alpha = K.dab_forward(x, a, k, b, isa)
+    xb, mean_x, mean_abs_s, alpha, thr = K.dab_forward(x, a, k, b, isa)
     # the statistics against float64
     x64, a64, k64, b64 = (t.double() for t in (x, a, k, b))
     mean64 = x64.mean(dim=(2, 3), keepdim=True)
@@ -63,11 +63,11 @@ def test_dab_forward_matches_formulas(isa, shape, zero_shift) -> None:
     torch.testing.assert_close(mean_x.double(), mean64, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(mean_abs_s.double(), mean_abs64, rtol=1e-6, atol=0.0)
     torch.testing.assert_close(alpha.double(), torch.exp(a64 * (mean_abs64 - 1)), rtol=1e-6, atol=0.0)
-    torch.testing.assert_close(s.double(), s64, rtol=1e-6, atol=1e-6)
     # elementwise: the eager node's float32 expressions of those statistics, bit for bit (-0.0 -> +0.0)
-    assert _same_bits(s, (x - (k * mean_x + b)).add_(0.0))
+    assert _same_bits(thr, k * mean_x + b)
+    s = (x - thr).add_(0.0)
+    torch.testing.assert_close(s.double(), s64, rtol=1e-6, atol=1e-6)
     assert _same_bits(xb, torch.copysign(alpha, s))
-    assert not torch.signbit(s[s == 0]).any()
     # alpha: the C library's expf of the float32 exponent, within an ulp of it (torch's exp: SLEEF, also <= 1 ulp)
     exponent = a * (mean_abs_s - 1.0)
     torch.testing.assert_close(alpha.double(), exponent.double().exp(), rtol=2**-23, atol=0.0)
@@ -80,10 +80,11 @@ def test_dab_forward_matches_formulas(isa, shape, zero_shift) -> None:
 def test_dab_backward_matches_formulas(isa, shape, zero_shift) -> None:
     x = _input(*shape, seed=shape[2])
     a, k, b = _params(shape[1], 2, zero_shift)
-    s, xb, _, _, alpha = K.dab_forward(x, a, k, b, isa)
+    xb, _, _, alpha, thr = K.dab_forward(x, a, k, b, isa)
+    s = (x - thr).add_(0.0)  # the eager node's s, which the kernels recompute from x and thr
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    assert _same_bits(K.dab_rebuild(s, alpha, isa), xb)
-    grad_s, sum_gxb, sum_grad = K.dab_backward(s, grad.clone(), alpha, isa)
+    assert _same_bits(K.dab_rebuild(x, thr, alpha, isa), xb)
+    grad_s, sum_gxb, sum_grad = K.dab_backward(x, thr, grad.clone(), alpha, isa)
     # the ApproxSign surrogate 2 max(1 - |s|, 0) times alpha: the eager expression, bit for bit
     eager = s.abs().sub_(1.0).clamp_(max=0.0).mul_(grad).mul_(-2.0 * alpha)
     assert _same_bits(grad_s, eager)
@@ -112,9 +113,13 @@ def test_weight_binarization_matches_formulas(isa, shape) -> None:
     assert all_inside == bool((w.abs() <= 1).all())
     _, _, inside = K.weight_forward(w.clamp(-1, 1), True, isa)
     assert inside
-    w_nan = w.clone()
-    w_nan.view(-1)[-1] = float("nan")
-    assert not K.weight_forward(w_nan, True, isa)[2]
+    for at in (5, -1):  # in the first 16-element block of a row (the vector count) and in the last row's tail
+        w_nan = w.clamp(-1, 1)
+        w_nan.view(-1)[at] = float("nan")
+        assert not K.weight_forward(w_nan, True, isa)[2]
+    w_big = w.clamp(-1, 1)
+    w_big.view(-1)[5] = 1.5  # one weight outside in a vector block
+    assert not K.weight_forward(w_big, True, isa)[2]
 
 
 def _perturbed(unit: torch.nn.Module, seed: int = 7) -> torch.nn.Module:
@@ -204,9 +209,9 @@ def test_two_threads_same_result(isa) -> None:
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
 
     def run():
-        s, xb, *stats = K.dab_forward(x, a, k, b, isa)
-        back = K.dab_backward(s, grad.clone(), stats[2], isa)
-        return [s, xb, *stats, *back, *K.weight_forward(w, True, isa)[:2]]
+        xb, *stats = K.dab_forward(x, a, k, b, isa)
+        back = K.dab_backward(x, stats[3], grad.clone(), stats[2], isa)
+        return [xb, *stats, *back, *K.weight_forward(w, True, isa)[:2]]
 
     one = run()
     torch.set_num_threads(2)  # the autouse fixture restores the thread count
@@ -262,8 +267,8 @@ CFB_CASES = [(4, 16), (16, 4), (6, 15), (10, 3), (5, 1), (7, 9), (4, 4)]  # tile
 @pytest.mark.parametrize("cin, cout", CFB_CASES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cfb_add_equals_composition(cin, cout, channels_last) -> None:
-    """``cfb_add(y, x)``: the value of ``y + cfb(x)`` bit for bit and the same gradients, without the composition's
-    zero-filled slice buffers."""
+    """``cfb_add_(y, x)``: the value of ``y + cfb(x)`` bit for bit, in ``y``'s buffer, and the same gradients,
+    without the composition's zero-filled slice buffers."""
     g = torch.Generator().manual_seed(cin * 31 + cout)
     y0, x0 = torch.randn(2, cout, 5, 6, generator=g), torch.randn(2, cin, 5, 6, generator=g)
     x0.view(-1)[0] = -0.0
@@ -271,10 +276,16 @@ def test_cfb_add_equals_composition(cin, cout, channels_last) -> None:
         y0, x0 = y0.contiguous(memory_format=torch.channels_last), x0.contiguous(memory_format=torch.channels_last)
     grad = torch.randn(2, cout, 5, 6, generator=g)
     results = []
-    for fn in (cfb_add, lambda y, x: y + cfb(x, y.shape[1])):
+    for fn in (cfb_add_, lambda y, x: y + cfb(x, y.shape[1])):
         y, x = y0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
-        out = fn(y, x)
+        inner = y * 1.0  # a fresh non-leaf output, as a unit's norm gives
+        out = fn(inner, x)
         out.backward(grad)
-        results.append((out.detach(), y.grad, x.grad))
-    for a, b in zip(*results):
+        results.append((out.detach(), y.grad, x.grad, out.data_ptr() == inner.data_ptr()))
+    (*ours, in_place), (*composed, _) = results
+    for a, b in zip(ours, composed):
         assert torch.equal(a, b)
+    assert in_place
+    with torch.no_grad():  # the same without autograd (evaluation)
+        y = y0.clone()
+        assert torch.equal(cfb_add_(y, x0), results[1][0]) and torch.equal(y, results[1][0])

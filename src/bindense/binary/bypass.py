@@ -1,7 +1,8 @@
 """The channel-adaptive full-precision bypass (CFB) of a binary unit, and its add to the unit's output.
 
-:func:`cfb` is the formula (docs/METHODS.md#13-cfb-bypass). :func:`cfb_add` computes ``y + cfb(x)`` as one autograd
-node: the tiled copies of ``x`` are added straight into the output (no repeated tensor), and its backward writes
+:func:`cfb` is the formula (docs/METHODS.md#13-cfb-bypass). :func:`cfb_add_` computes ``y + cfb(x)`` in ``y``'s buffer
+as one autograd node: the tiled copies of ``x`` are added straight into ``y`` (no repeated tensor, no new output), and
+its backward writes
 the gradient of ``x`` directly (the sum over the tiles, the merged channels' gradient spread over their inputs)
 instead of zero-filling one full-size buffer per channel slice and adding them, as autograd does for the
 composition. Values and gradients are the composition's (same float operations; tests/test_binary_kernels.py).
@@ -48,19 +49,19 @@ def _tiles(t: Tensor, r: int, channels: int) -> Tensor:
 
 
 class CFBAdd(torch.autograd.Function):
-    """``y + cfb(x, y.shape[1])`` for ``y.shape[1] != x.shape[1]``, with a direct backward."""
+    """``y += cfb(x, y.shape[1])`` in place for ``y.shape[1] != x.shape[1]``, with a direct backward."""
 
     @staticmethod
     def forward(ctx, y: Tensor, x: Tensor) -> Tensor:
         in_channels, out_channels = x.shape[1], y.shape[1]
         ctx.x_shape, ctx.x_format = x.shape, _memory_format(x)
+        ctx.mark_dirty(y)
         r, m = divmod(out_channels, in_channels)
-        out = torch.empty_like(y)
         if r:
-            torch.add(_tiles(y, r, in_channels), x.unsqueeze(1), out=_tiles(out, r, in_channels))
+            _tiles(y, r, in_channels).add_(x.unsqueeze(1))
         if m:
-            torch.add(y[:, r * in_channels :], _merged(x, m), out=out[:, r * in_channels :])
-        return out
+            y[:, r * in_channels :].add_(_merged(x, m))
+        return y
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -94,10 +95,14 @@ def _memory_format(t: Tensor) -> torch.memory_format:
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-def cfb_add(y: Tensor, x: Tensor) -> Tensor:
-    """``y + cfb(x, y.shape[1])`` (:class:`CFBAdd` where the channel counts differ)."""
+def cfb_add_(y: Tensor, x: Tensor) -> Tensor:
+    """``y + cfb(x, y.shape[1])``, written into ``y`` (:class:`CFBAdd` where the channel counts differ).
+
+    For a unit's fresh output (its norm's or its convolution's, which no backward reads): one pass over ``y`` and
+    no new tensor. Values and gradients are those of ``y + cfb(x)``.
+    """
     if y.shape[1] == x.shape[1]:
-        return y + x
+        return y.add_(x)
     if y.shape[1] < 1:
         raise ValueError(f"cfb: out_channels must be >= 1, got {y.shape[1]}")
     return CFBAdd.apply(y, x)

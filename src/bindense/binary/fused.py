@@ -6,7 +6,9 @@ temporary per unit). :class:`BinaryConvFunction` keeps only what the formulas ne
 backward, bit for bit:
 
 - DAB (``dab``): ``s`` (float; the ApproxSign surrogate reads ``|s|``) and per-(sample, channel) statistics; the
-  binarized activation ``alpha * sign(s)`` is rebuilt from ``s``. With ``saved="bf16"`` (an approximation, off
+  binarized activation ``alpha * sign(s)`` is rebuilt from ``s``. The native kernels keep the unit's input ``x``
+  instead (the same size, often alive anyway, and one store less in forward) with the per-plane threshold, and
+  recompute ``s = (x - thr) + 0`` bit for bit where backward reads it. With ``saved="bf16"`` (an approximation, off
   by default) ``s`` is kept as bfloat16 plus its signs packed 1 bit per element: the forward and the rebuilt
   activation stay exact, the surrogate reads a rounded ``|s|``.
 - sign (``sign``, BNN): the signs and the clip mask ``|x| <= 1``, both packed 1 bit per element.
@@ -141,17 +143,16 @@ class BinaryConvFunction(torch.autograd.Function):
             wb, scale = binarize_weight(weight, weight_kind, weight_dims)
             ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
-            if ctx.isa is not None:
-                s, xb, mean_x, mean_abs_s, alpha = native.dab_forward(x, a, k, b, ctx.isa)
+            ctx.native_dab = ctx.isa is not None and saved == "exact"
+            if ctx.native_dab:  # keeps x and the per-plane threshold: s is recomputed where backward reads it
+                xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa)
+                stored = (x, thr)
             else:
                 dims = tuple(range(2, x.dim()))
                 s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
                 s.add_(0.0)  # -0.0 -> +0.0 (same |s|): one copysign binarizes it to +alpha, here and in backward
                 xb = torch.copysign(alpha, s)
-            if saved == "bf16":
-                stored = (s.to(torch.bfloat16), pack_bits(s < 0))
-            else:
-                stored = (s, s.new_empty(0))
+                stored = (s.to(torch.bfloat16), pack_bits(s < 0)) if saved == "bf16" else (s, s.new_empty(0))
             ctx.save_for_backward(*stored, weight, scale, bias, a, mean_x, mean_abs_s, alpha)
         else:
             xb = binary_sign(x)
@@ -161,13 +162,14 @@ class BinaryConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         needs = ctx.needs_input_grad
-        native_dab = ctx.act == "dab" and ctx.isa is not None and ctx.saved == "exact"
+        native_dab = ctx.act == "dab" and ctx.native_dab
         if ctx.act == "dab":
-            stored, signs, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
-            if ctx.saved == "bf16":
-                xb = _signs_from_bits(signs, ctx.shape, alpha, alpha.dtype)
-            elif native_dab:
-                xb = native.dab_rebuild(stored, alpha, ctx.isa)
+            # stored, extra: (x, thr) with the native kernels, else (s, nothing) or (s in bfloat16, its sign bits)
+            stored, extra, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
+            if native_dab:
+                xb = native.dab_rebuild(stored, extra, alpha, ctx.isa)
+            elif ctx.saved == "bf16":
+                xb = _signs_from_bits(extra, ctx.shape, alpha, alpha.dtype)
             else:
                 xb = torch.copysign(alpha, stored)
         else:
@@ -193,7 +195,7 @@ class BinaryConvFunction(torch.autograd.Function):
             return grad_x, grad_w, grad_bias, None, None, None, *none
         if need_x and native_dab:
             del xb
-            grad_x, sum_gxb, per_sample = native.dab_backward(stored, grad_xb, alpha, ctx.isa)
+            grad_x, sum_gxb, per_sample = native.dab_backward(stored, extra, grad_xb, alpha, ctx.isa)
             grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
             grad_b = _sum_to(-per_sample, a)
             grad_k = _sum_to(-(per_sample * mean_x), a)

@@ -2,8 +2,10 @@
 
 The eager ops of :mod:`bindense.binary.fused` run DAB's forward and backward as chains of 6 to 10 single-op passes
 over the activation and the weight binarization as 4 to 5 passes over the weight. The C++ kernels of the
-``bindense.native`` extension (``csrc/train_ops.cpp``) do each in one or two passes per (sample, channel) plane or
-output channel, on the ISA path of :func:`bindense.native.isa` (``BINDENSE_ISA`` forces one).
+``bindense.native`` extension (``csrc/train_ops.cpp``) do each in one to three passes per (sample, channel) plane
+or output channel (the plane in cache between them), on the ISA path of :func:`bindense.native.isa`
+(``BINDENSE_ISA`` forces one). DAB's shifted input ``s`` is never stored: the node keeps the unit's input ``x``
+(often alive anyway) and the per-plane threshold, and recomputes ``s`` where it is read.
 
 Values: the per-plane and per-row sums (``mean(x)``, ``mean|s|``, ``mean|W|``, the gradient sums) run in double
 lanes in a fixed order, so they are not torch's float32 sums bit for bit (they are closer to the exact ones), and
@@ -46,28 +48,31 @@ def native_isa(*tensors: Tensor) -> str | None:
 
 
 def dab_forward(x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """DAB over ``x`` [N, C, H, W] with per-channel ``a``, ``k``, ``b``: ``(s, xb, mean_x, mean_abs_s, alpha)``.
+    """DAB over ``x`` [N, C, H, W] with per-channel ``a``, ``k``, ``b``: ``(xb, mean_x, mean_abs_s, alpha, thr)``.
 
-    ``s = x - (k mean(x) + b)`` with -0.0 turned into +0.0, ``xb = copysign(alpha, s)``, the statistics shaped
-    ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
+    ``thr = k mean(x) + b``, ``s = (x - thr) + 0`` (-0.0 turned into +0.0; not returned: :func:`dab_rebuild` and
+    :func:`dab_backward` recompute it from ``x`` and ``thr``, bit for bit), ``xb = copysign(alpha, s)``; the
+    statistics shaped ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
     """
     n, c = x.shape[:2]
     flat = [t.detach().reshape(c).contiguous() for t in (a, k, b)]
-    s, xb, stats = _extension().dab_forward(x, *flat, isa)
-    mean_x, mean_abs_s, alpha = stats.view(3, n, c, 1, 1).unbind(0)
-    return s, xb, mean_x, mean_abs_s, alpha
+    xb, stats = _extension().dab_forward(x, *flat, isa)
+    mean_x, mean_abs_s, alpha, thr = stats.view(4, n, c, 1, 1).unbind(0)
+    return xb, mean_x, mean_abs_s, alpha, thr
 
 
-def dab_rebuild(s: Tensor, alpha: Tensor, isa: str) -> Tensor:
-    """``copysign(alpha, s)``, the binarized input rebuilt from the saved ``s``."""
-    return _extension().dab_rebuild(s, alpha.reshape(-1).contiguous(), isa)
+def dab_rebuild(x: Tensor, thr: Tensor, alpha: Tensor, isa: str) -> Tensor:
+    """``copysign(alpha, (x - thr) + 0)``, the binarized input rebuilt from the unit's input."""
+    return _extension().dab_rebuild(x, thr.reshape(-1).contiguous(), alpha.reshape(-1).contiguous(), isa)
 
 
-def dab_backward(s: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
+def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(grad_s, sum(grad_xb * xb), sum(grad_s))``, the sums per plane shaped ``(N, C, 1, 1)``; ``grad_s`` is
-    ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate), written into ``grad_xb``'s buffer."""
-    n, c = s.shape[:2]
-    grad, sums = _extension().dab_backward(s, grad_xb.contiguous(), alpha.reshape(-1).contiguous(), isa)
+    ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate, ``s = (x - thr) + 0``), written into
+    ``grad_xb``'s buffer."""
+    n, c = x.shape[:2]
+    flat = [t.reshape(-1).contiguous() for t in (thr, alpha)]
+    grad, sums = _extension().dab_backward(x, flat[0], grad_xb.contiguous(), flat[1], isa)
     sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
     return grad, sum_gxb, sum_grad
 

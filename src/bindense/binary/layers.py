@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from bindense.binary import quantizers as q
 from bindense.binary.base import make_activation, make_weight
 from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
-from bindense.binary.bypass import cfb, cfb_add
+from bindense.binary.bypass import cfb, cfb_add_
 from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
 from bindense.binary.kernels import UNIT_KERNELS
 
@@ -156,7 +156,7 @@ class _BinaryUnit:
             y = self.norm(y)
         if self.bypass == "cfb":
             shortcut = x if x.shape[-2:] == y.shape[-2:] else resample(x)
-            y = cfb_add(y, shortcut) if self.fused else y + cfb(shortcut, y.shape[1])
+            y = cfb_add_(y, shortcut) if self.fused else y + cfb(shortcut, y.shape[1])  # y: this unit's own
         return y
 
 

@@ -742,8 +742,8 @@ at::Tensor unpack_weights_scaled(const at::Tensor& wb, int64_t Cg, const at::Ten
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isas", &bdn::cpu_isas, "native ISA paths this CPU supports, best first");
   m.def("train_isas", &bdn::train::train_isas, "ISA paths of the training-unit kernels on this CPU, best first");
-  m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: s, binarized input, statistics");
-  m.def("dab_rebuild", &bdn::train::dab_rebuild, "DAB's binarized input copysign(alpha, s)");
+  m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: binarized input and statistics");
+  m.def("dab_rebuild", &bdn::train::dab_rebuild, "DAB binarized input copysign(alpha, (x - thr) + 0)");
   m.def("dab_backward", &bdn::train::dab_backward, "DAB backward in the gradient's buffer, with per-plane sums");
   m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts");
   m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale");

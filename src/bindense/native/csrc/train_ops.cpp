@@ -1,5 +1,6 @@
 // Fused CPU kernels of the binary training unit (docs/TRAINING.md): DAB forward/backward and the weight
-// binarization in one or two passes per (sample, channel) plane / output channel, on torch's intra-op threads.
+// binarization in one to three passes per (sample, channel) plane / output channel (a plane stays in cache between
+// them), on torch's intra-op threads.
 // The kernel bodies (train_body.h) are compiled three times, once per ISA path (avx512, avx2, generic), in target
 // regions of this file; the path is picked at run time by name (bindense.native.isa(), BINDENSE_ISA).
 //
@@ -20,15 +21,15 @@ namespace {
 struct DabForwardArgs {
   const float* x;
   const float *a, *k, *b;  // [C]
-  float *s, *xb;           // [N][C][HW]
-  float *mean_x, *mean_abs, *alpha;  // [N * C]
+  float* xb;               // [N][C][HW]
+  float *mean_x, *mean_abs, *alpha, *thr;  // [N * C]
   int64_t C, HW;
 };
 
 struct DabBackwardArgs {
-  const float* s;
-  const float* alpha;  // [N * C]
-  float* out;          // rebuild: xb; backward: the gradient, in place
+  const float* x;                 // the unit's input: s = (x - thr) + 0 is recomputed
+  const float *thr, *alpha;       // [N * C]
+  float* out;                     // rebuild: xb; backward: the gradient, in place
   float *sum_gxb, *sum_grad;  // [N * C]
   int64_t HW;
 };
@@ -49,6 +50,10 @@ inline float no_contract(float v) {
 }
 
 }  // namespace
+
+// The bodies pass GCC vector types between inline functions: the ABI note about such arguments without AVX
+// (-Wpsabi) concerns calls across translation units, which never happen here.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
@@ -137,42 +142,54 @@ std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, co
     TORCH_CHECK(t->numel() == C, "bindense.native.dab_forward: a, k, b must have C = ", C, " elements");
   }
   TORCH_CHECK(HW > 0, "bindense.native.dab_forward: empty planes");
-  auto s = at::empty_like(x), xb = at::empty_like(x);
-  auto stats = at::empty({3, N, C}, x.options());
+  auto xb = at::empty_like(x);
+  auto stats = at::empty({4, N, C}, x.options());
   float* st = stats.data_ptr<float>();
+  const int64_t NC = N * C;
   DabForwardArgs args{x.data_ptr<float>(), a.data_ptr<float>(), k.data_ptr<float>(), b.data_ptr<float>(),
-                      s.data_ptr<float>(), xb.data_ptr<float>(), st, st + N * C, st + 2 * N * C, C, HW};
-  run(N * C, HW, args, path.dab_forward);
-  return {s, xb, stats};
+                      xb.data_ptr<float>(), st, st + NC, st + 2 * NC, st + 3 * NC, C, HW};
+  run(NC, HW, args, path.dab_forward);
+  return {xb, stats};
 }
 
-at::Tensor dab_rebuild(const at::Tensor& s, const at::Tensor& alpha, const std::string& isa) {
-  const Path& path = find_path(isa);
-  check_float(s, "s");
+namespace {
+
+// x [N, C, H, W] with thr and alpha of N * C elements: the arguments of the rebuild and the backward.
+DabBackwardArgs backward_args(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& alpha, const char* fn) {
+  check_float(x, "x");
+  check_float(thr, "thr");
   check_float(alpha, "alpha");
-  TORCH_CHECK(s.dim() == 4 && alpha.numel() == s.size(0) * s.size(1),
-              "bindense.native.dab_rebuild: s must be [N, C, H, W] and alpha [N, C]");
-  const int64_t HW = s.size(2) * s.size(3);
-  auto xb = at::empty_like(s);
-  DabBackwardArgs args{s.data_ptr<float>(), alpha.data_ptr<float>(), xb.data_ptr<float>(), nullptr, nullptr, HW};
-  run(alpha.numel(), HW, args, path.dab_rebuild);
+  TORCH_CHECK(x.dim() == 4 && thr.numel() == x.size(0) * x.size(1) && alpha.numel() == thr.numel(),
+              "bindense.native.", fn, ": x must be [N, C, H, W], thr and alpha [N, C]");
+  return {x.data_ptr<float>(), thr.data_ptr<float>(), alpha.data_ptr<float>(), nullptr, nullptr, nullptr,
+          x.size(2) * x.size(3)};
+}
+
+}  // namespace
+
+at::Tensor dab_rebuild(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& alpha, const std::string& isa) {
+  const Path& path = find_path(isa);
+  DabBackwardArgs args = backward_args(x, thr, alpha, "dab_rebuild");
+  auto xb = at::empty_like(x);
+  args.out = xb.data_ptr<float>();
+  run(alpha.numel(), args.HW, args, path.dab_rebuild);
   return xb;
 }
 
-std::vector<at::Tensor> dab_backward(const at::Tensor& s, at::Tensor grad, const at::Tensor& alpha,
-                                     const std::string& isa) {
+std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr, at::Tensor grad,
+                                     const at::Tensor& alpha, const std::string& isa) {
   const Path& path = find_path(isa);
-  check_float(s, "s");
+  DabBackwardArgs args = backward_args(x, thr, alpha, "dab_backward");
   check_float(grad, "grad");
-  check_float(alpha, "alpha");
-  TORCH_CHECK(s.dim() == 4 && grad.sizes() == s.sizes() && alpha.numel() == s.size(0) * s.size(1),
-              "bindense.native.dab_backward: s and grad must be [N, C, H, W] and alpha [N, C]");
-  const int64_t NC = alpha.numel(), HW = s.size(2) * s.size(3);
-  auto sums = at::empty({2, NC}, s.options());
+  TORCH_CHECK(grad.sizes() == x.sizes(), "bindense.native.dab_backward: grad must have x's shape");
+  const int64_t NC = alpha.numel();
+  auto sums = at::empty({2, NC}, x.options());
   float* sp = sums.data_ptr<float>();
-  DabBackwardArgs args{s.data_ptr<float>(), alpha.data_ptr<float>(), grad.data_ptr<float>(), sp, sp + NC, HW};
-  run(NC, HW, args, path.dab_backward);
-  return {grad, sums.view({2, s.size(0), s.size(1)})};
+  args.out = grad.data_ptr<float>();
+  args.sum_gxb = sp;
+  args.sum_grad = sp + NC;
+  run(NC, args.HW, args, path.dab_backward);
+  return {grad, sums.view({2, x.size(0), x.size(1)})};
 }
 
 std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa) {

@@ -7,15 +7,16 @@
 
 namespace bdn::train {
 
-// DAB forward of x [N, C, H, W] with a, k, b [C]: {s, xb, stats [3, N, C] = mean(x), mean|s|, alpha}.
+// DAB forward of x [N, C, H, W] with a, k, b [C]: {xb, stats [4, N, C] = mean(x), mean|s|, alpha, thr}, where
+// s = (x - thr) + 0 and thr = k mean(x) + b; s is not returned (the rebuild and the backward recompute it from x).
 std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& k,
                                     const at::Tensor& b, const std::string& isa);
-// xb = copysign(alpha, s), s [N, C, H, W], alpha [N, C].
-at::Tensor dab_rebuild(const at::Tensor& s, const at::Tensor& alpha, const std::string& isa);
+// xb = copysign(alpha, s), x [N, C, H, W], thr and alpha [N, C].
+at::Tensor dab_rebuild(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& alpha, const std::string& isa);
 // In place in grad ([N, C, H, W], the gradient of xb on entry, of s on return): {grad, sums [2, N, C] =
 // sum(grad_xb * xb), sum(grad_s)}.
-std::vector<at::Tensor> dab_backward(const at::Tensor& s, at::Tensor grad, const at::Tensor& alpha,
-                                     const std::string& isa);
+std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr, at::Tensor grad,
+                                     const at::Tensor& alpha, const std::string& isa);
 // w [O, ...] (rows contiguous): {wb, scale [O], outside [O] (count of |w| > 1 per row)}; scale = mean|w| per row
 // when scaled, else 1.
 std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa);

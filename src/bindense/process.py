@@ -1,4 +1,10 @@
-"""Keep freed heap memory in the process: no page faults from re-allocating activations every training step.
+"""Process settings of the entry points (``train.py``, ``eval.py``, ``scripts/benchmark.py``), made before torch loads.
+
+Two settings (docs/TRAINING.md section 4), each overridable from the environment:
+
+- **Freed heap memory stays in the process** (:func:`keep_freed_memory`): no page faults from re-allocating the
+  activations every training step.
+- **Idle OpenMP threads spin briefly, then sleep** (:func:`openmp_wait_defaults`).
 
 glibc's ``malloc`` returns freed memory at the top of the heap to the system once more than
 ``M_TRIM_THRESHOLD`` bytes are free there, and serves large blocks with ``mmap`` (unmapped at ``free``). A
@@ -26,6 +32,8 @@ MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 TRIM_THRESHOLD = 1 << 30
 #: set to ``0`` to keep glibc's defaults (e.g. to measure the difference)
 ENV_SWITCH = "BINDENSE_KEEP_FREED_MEMORY"
+#: busy-wait iterations of an idle GNU OpenMP (libgomp) thread before it sleeps: about a millisecond here
+SPIN_COUNT = 30_000
 
 
 def keep_freed_memory() -> bool:
@@ -47,13 +55,27 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+def openmp_wait_defaults() -> dict[str, str]:
+    """Let idle OpenMP threads spin for about a millisecond, then sleep; returns the variables it set.
+
+    Torch's Linux wheels use GNU OpenMP (libgomp), which reads these variables once, when torch loads. A training
+    step runs thousands of short parallel regions; a sleeping thread must be woken for each (tens of microseconds
+    on a virtual machine), and a thread that spins for a long time (libgomp's default, ``OMP_WAIT_POLICY=ACTIVE``)
+    takes the CPU from any other busy process and slows training many times over when one shares the cores. So:
+    sleep (``OMP_WAIT_POLICY=PASSIVE``) after ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT` busy-wait iterations.
+    Nothing is set if either variable is already set (yours win). Measured in docs/TRAINING.md section 4.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return {}
+    chosen = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    os.environ.update(chosen)
+    return chosen
+
+
 def configure_process() -> None:
     """The process settings of the entry points (``train.py``, ``eval.py``, ``scripts/benchmark.py``), so that the
-    benchmark times the step that training runs; call it before torch is imported.
-
-    Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless set): with spinning, any other
-    busy process (data workers, the W&B service, a second DDP rank) slows CPU training down many times over. Freed
-    heap memory stays in the process (:func:`keep_freed_memory`).
+    benchmark times the step that training runs; call it before torch is imported: brief spinning of idle OpenMP
+    threads (:func:`openmp_wait_defaults`) and freed heap memory kept (:func:`keep_freed_memory`).
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    openmp_wait_defaults()
     keep_freed_memory()
