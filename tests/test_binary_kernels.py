@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bindense import native
-from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
+from bindense.binary import BiasPReLU, BinaryConv2d, BinaryConvTranspose2d, RPReLU, use_reference
 from bindense.binary import kernels as K
 from bindense.binary.bypass import cfb, cfb_add_
 from bindense.binary.layers import configure_lean
@@ -289,3 +289,65 @@ def test_cfb_add_equals_composition(cin, cout, channels_last) -> None:
     with torch.no_grad():  # the same without autograd (evaluation)
         y = y0.clone()
         assert torch.equal(cfb_add_(y, x0), results[1][0]) and torch.equal(y, results[1][0])
+
+
+@pytest.mark.parametrize("bias_after", [False, True])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 4, 4), (2, 4, 1, 1)])
+def test_bias_prelu_native_equals_modules(isa, bias_after, shape) -> None:
+    """LearnableBias -> PReLU [-> LearnableBias] as one native node: the modules' output and x's gradient bit for
+    bit, the parameters' gradients against float64, the same state-dict keys; a hook falls back to the modules."""
+    torch.manual_seed(shape[1])
+    act = BiasPReLU(shape[1], bias_after)
+    with torch.no_grad():
+        for p in act.parameters():
+            p.normal_()
+    modules = configure_lean(copy.deepcopy(act), unit_kernels="eager")
+    x = _input(*shape, seed=shape[0])
+    x.view(-1)[:2] = -act[0].bias.view(-1)[0].item()  # t = x + b1 = 0 exactly: the PReLU's branch point
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+    results = []
+    for m in (act, modules):
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        y.backward(grad)
+        results.append((y.detach(), xi.grad, {n: p.grad for n, p in m.named_parameters()}, y.grad_fn))
+    (y_n, gx_n, gp_n, fn_n), (y_m, gx_m, gp_m, fn_m) = results
+    assert type(fn_n).__name__ == "BiasPReLUFunctionBackward" and "BiasPReLU" not in type(fn_m).__name__
+    assert _same_bits(y_n, y_m) and _same_bits(gx_n, gx_m)
+    x64, g64 = x.double(), grad.double()
+    t64 = x64 + act[0].bias.double()
+    neg = t64 <= 0
+    expected = {
+        "0.bias": torch.where(neg, act[1].weight.double().view(1, -1, 1, 1) * g64, g64).sum(dim=(0, 2, 3)),
+        "1.weight": torch.where(neg, t64 * g64, 0.0).sum(dim=(0, 2, 3)),
+        "2.bias": g64.sum(dim=(0, 2, 3)),
+    }
+    assert gp_n.keys() == gp_m.keys() == set(expected) - ({"2.bias"} if not bias_after else set())
+    for key, grad_p in gp_n.items():
+        torch.testing.assert_close(grad_p.double().view(-1), expected[key], rtol=1e-5, atol=1e-5)
+    hooked = copy.deepcopy(act)
+    hooked[1].register_forward_hook(lambda *args: None)
+    assert "BiasPReLU" not in type(hooked(x.clone().requires_grad_(True)).grad_fn).__name__
+    with torch.no_grad():
+        assert _same_bits(act(x), y_m)
+
+
+def test_bias_prelu_same_bits_on_every_isa_path() -> None:
+    torch.manual_seed(3)
+    act = RPReLU(6)
+    with torch.no_grad():
+        for p in act.parameters():
+            p.normal_()
+    x, grad = _input(2, 6, 9, 11, seed=4), torch.randn(2, 6, 9, 11, generator=torch.Generator().manual_seed(5))
+    results = []
+    for name in ISAS:
+        native.set_isa(name)
+        try:
+            act.zero_grad()
+            xi = x.clone().requires_grad_(True)
+            act(xi).backward(grad)
+            results.append([xi.grad, *(p.grad.clone() for p in act.parameters())])
+        finally:
+            native.set_isa(None)
+    for res in results[1:]:
+        assert all(_same_bits(a, b) for a, b in zip(results[0], res))

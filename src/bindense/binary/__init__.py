@@ -30,6 +30,7 @@ from bindense.binary.binarizers import (
 from bindense.binary.layers import (
     BYPASSES,
     CFB,
+    BiasPReLU,
     BinaryConv2d,
     BinaryConvTranspose2d,
     BinaryLinear,
@@ -56,6 +57,7 @@ __all__ = [
     "BiSRActivation",
     "BiViTSignActivation",
     "BiViTSignWeight",
+    "BiasPReLU",
     "BinaryConv2d",
     "BinaryConvTranspose2d",
     "BinaryLinear",

@@ -88,3 +88,17 @@ def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, b
 def weight_rebuild(w: Tensor, scale: Tensor, isa: str) -> Tensor:
     """``copysign(scale, W)`` per row (sign(0) = +1), the binarized weight rebuilt in backward."""
     return _extension().weight_rebuild(w.detach(), scale.reshape(-1).contiguous(), isa)
+
+
+def act_forward(x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -> Tensor:
+    """LearnableBias -> PReLU [-> LearnableBias] on ``x`` [N, C, H, W]: ``prelu(x + b1; w) (+ b2)`` in one pass,
+    torch's float32 operations in its order (bit for bit the modules' output)."""
+    flat = [t.detach().reshape(-1).contiguous() if t is not None else None for t in (b1, w, b2)]
+    return _extension().act_forward(x, flat[0], flat[1], flat[2], isa)
+
+
+def act_backward(x: Tensor, b1: Tensor, w: Tensor, grad: Tensor, isa: str) -> tuple[Tensor, Tensor]:
+    """``(grad_x, sums)`` of :func:`act_forward` from the output's gradient: ``sums`` [3, N, C] holds per plane the
+    sums of ``grad_x`` (the gradient of ``b1``), of PReLU's weight-gradient terms and of ``grad`` (of ``b2``)."""
+    flat = [t.detach().reshape(-1).contiguous() for t in (b1, w)]
+    return tuple(_extension().act_backward(x, flat[0], flat[1], grad.contiguous(), isa))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bindense.binary import kernels as native
 from bindense.binary import quantizers as q
 from bindense.binary.base import make_activation, make_weight
 from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
@@ -50,11 +51,63 @@ class LearnableBias(nn.Module):
         return x + self.bias
 
 
-class RPReLU(nn.Sequential):
+class BiasPReLUFunction(torch.autograd.Function):
+    """``prelu(x + b1; w) (+ b2)`` as one node on the native kernels: one pass forward, one backward (the modules'
+    composition takes 2 to 3 passes each way, plus PReLU's full-size weight-gradient buffer and its sum).
+
+    The output is the composition's bit for bit; the parameters' gradients are sums per (sample, channel) plane in
+    double lanes (within float32 rounding of torch's). Keeps ``x``, the size of what PReLU alone keeps.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -> Tensor:
+        ctx.isa, ctx.has_b2 = isa, b2 is not None
+        ctx.save_for_backward(x, b1, w)
+        return native.act_forward(x, b1, w, b2, isa)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, b1, w = ctx.saved_tensors
+        grad_x, sums = native.act_backward(x, b1, w, grad, ctx.isa)
+        per_channel = sums.sum(dim=1)  # over the samples: [3, C]
+        grad_b2 = per_channel[2].view_as(b1) if ctx.has_b2 else None
+        return grad_x, per_channel[0].view_as(b1), per_channel[1].view_as(w), grad_b2, None
+
+
+class BiasPReLU(nn.Sequential):
+    """LearnableBias -> PReLU [-> LearnableBias]: the ``prelu`` activation, or RPReLU with ``bias_after``.
+
+    With the native kernels (``unit_kernels = "native"``, set by :func:`configure_lean`; CPU float32 NCHW) it runs
+    as one :class:`BiasPReLUFunction` node, unless a hook watches one of its modules; the modules (and so the
+    state-dict keys and the export) are the same either way.
+    """
+
+    unit_kernels: str = "native"
+
+    def __init__(self, channels: int, bias_after: bool = False) -> None:
+        parts = [LearnableBias(channels), nn.PReLU(channels)]
+        super().__init__(*parts, *([LearnableBias(channels)] if bias_after else []))
+
+    def forward(self, x: Tensor) -> Tensor:
+        isa = self._native_isa(x)
+        if isa is None:
+            return super().forward(x)
+        b2 = self[2].bias if len(self) == 3 else None
+        return BiasPReLUFunction.apply(x, self[0].bias, self[1].weight, b2, isa)
+
+    def _native_isa(self, x: Tensor) -> str | None:
+        if self.unit_kernels != "native" or x.dim() != 4 or self[1].weight.numel() != x.shape[1]:
+            return None
+        if _hooked(self) or any(_hooked(m) for m in self):
+            return None
+        return native.native_isa(x, self[0].bias, self[1].weight)
+
+
+class RPReLU(BiasPReLU):
     """LearnableBias -> PReLU -> LearnableBias (ReActNet, BiSR)."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__(LearnableBias(channels), nn.PReLU(channels), LearnableBias(channels))
+        super().__init__(channels, bias_after=True)
 
 
 class Maxout(nn.Module):
@@ -130,7 +183,8 @@ class _BinaryUnit:
         """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable.
 
         Only where autograd records (training) and no hook watches a binarizer: without gradients nothing is
-        saved, and hooked binarizer modules run as themselves (their hooks fire, e.g. for diagnostics).
+        saved, and the binarizer modules' eager ops are what the export reproduces bit for bit; hooked binarizer
+        modules run as themselves (their hooks fire, e.g. for diagnostics).
         """
         act = _FUSED_ACTIVATIONS.get(type(self.activation_binarizer))
         kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
@@ -277,7 +331,8 @@ def configure_lean(
     model: nn.Module, fused: bool = True, saved_activation: str = "exact", unit_kernels: str = "native"
 ) -> nn.Module:
     """Set the fused node (``fused``; with it the one-node CFB add), the saved DAB format (``exact`` | ``bf16``)
-    and the fused node's kernels (``native`` | ``eager``, :mod:`bindense.binary.kernels`) of every binary unit."""
+    and the fused node's kernels (``native`` | ``eager``, :mod:`bindense.binary.kernels`) of every binary unit, and
+    the kernels of every :class:`BiasPReLU` activation."""
     if saved_activation not in SAVED_FORMATS:
         raise ValueError(f"saved_activation must be one of {SAVED_FORMATS}, got {saved_activation!r}")
     if unit_kernels not in UNIT_KERNELS:
@@ -285,4 +340,6 @@ def configure_lean(
     for module in model.modules():
         if isinstance(module, _BinaryUnit):
             module.fused, module.saved_activation, module.unit_kernels = fused, saved_activation, unit_kernels
+        elif isinstance(module, BiasPReLU):
+            module.unit_kernels = unit_kernels
     return model

@@ -61,7 +61,7 @@ def _compile(verbose: bool) -> ModuleType:
     return load(
         name="bindense_native",
         sources=[str(CSRC / s) for s in SOURCES],
-        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno"],
+        extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"],  # psabi: GCC vector types, inline only
         extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir()),
         verbose=verbose,

@@ -747,6 +747,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dab_backward", &bdn::train::dab_backward, "DAB backward in the gradient's buffer, with per-plane sums");
   m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts");
   m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale");
+  m.def("act_forward", &bdn::train::act_forward, "LearnableBias -> PReLU [-> LearnableBias] in one pass",
+        py::arg("x"), py::arg("b1"), py::arg("w"), py::arg("b2"), py::arg("isa"));
+  m.def("act_backward", &bdn::train::act_backward, "its backward: x's gradient and per-plane parameter sums");
   m.def("prepare_weights", &bdn::prepare_weights, "packed weights in the layout of one ISA path");
   m.def("unprepare_weights", &bdn::unprepare_weights, "packed weights back from the layout of one ISA path");
   m.def("conv2d", &bdn::conv2d, "binary conv2d of packed activations and prepared weights");

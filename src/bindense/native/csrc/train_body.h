@@ -200,3 +200,65 @@ void weight_rebuild_rows(const WeightArgs& p, int64_t begin, int64_t end) {
   const int64_t n = p.K;
   for (int64_t o = begin; o < end; ++o) row_binarize(p.w + o * n, p.scale[o], p.wb + o * n, n);
 }
+
+// The activation between units, LearnableBias -> PReLU [-> LearnableBias], per plane: t = x + b1[c],
+// y = t > 0 ? t : w[c] * t, then y + b2[c] (b2 optional): torch's float32 operations in its order.
+inline float prelu1(float t, float w) { return t > 0.0f ? t : w * t; }
+inline f16 prelu16(f16 t, float w) { return t > 0.0f ? t : w * t; }
+
+void act_forward_planes(const ActArgs& p, int64_t begin, int64_t end) {
+  const int64_t n = p.HW;
+  for (int64_t q = begin; q < end; ++q) {
+    const int64_t c = q % p.C;
+    const float b1 = p.b1[c], w = p.w[c], b2 = p.b2 ? p.b2[c] : 0.0f;
+    const float* x = p.x + q * n;
+    float* y = p.out + q * n;
+    int64_t i = 0;
+    if (p.b2) {
+      for (; i + kLanes <= n; i += kLanes) store16(y + i, prelu16(load16(x + i) + b1, w) + b2);
+      for (; i < n; ++i) y[i] = prelu1(x[i] + b1, w) + b2;
+    } else {
+      for (; i + kLanes <= n; i += kLanes) store16(y + i, prelu16(load16(x + i) + b1, w));
+      for (; i < n; ++i) y[i] = prelu1(x[i] + b1, w);
+    }
+  }
+}
+
+// Backward per plane, g (the output's gradient) -> out: grad_t = t > 0 ? g : w * g (also x's gradient), with the
+// per-plane sums of grad_t (for b1), of (t > 0 ? 0 : t * g) (for w) and of g (for b2).
+void act_backward_planes(const ActArgs& p, int64_t begin, int64_t end) {
+  const int64_t n = p.HW, nc = p.planes;
+  for (int64_t q = begin; q < end; ++q) {
+    const int64_t c = q % p.C;
+    const float b1 = p.b1[c], w = p.w[c];
+    const float* x = p.x + q * n;
+    const float* g = p.g + q * n;
+    float* gx = p.out + q * n;
+    d8 t_lo = {}, t_hi = {}, w_lo = {}, w_hi = {}, g_lo = {}, g_hi = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      const f16 t = load16(x + i) + b1, gv = load16(g + i);
+      const f16 gt = t > 0.0f ? gv : w * gv;
+      const f16 gw = t > 0.0f ? f16{} : t * gv;
+      store16(gx + i, gt);
+      t_lo += widen_lo(gt);
+      t_hi += widen_hi(gt);
+      w_lo += widen_lo(gw);
+      w_hi += widen_hi(gw);
+      g_lo += widen_lo(gv);
+      g_hi += widen_hi(gv);
+    }
+    LaneArray st(t_lo, t_hi), sw(w_lo, w_hi), sg(g_lo, g_hi);
+    for (int j = 0; i < n; ++i, ++j) {
+      const float t = x[i] + b1, gi = g[i];
+      const float gt = t > 0.0f ? gi : w * gi;
+      gx[i] = gt;
+      st.lane[j] += static_cast<double>(gt);
+      sw.lane[j] += static_cast<double>(t > 0.0f ? 0.0f : t * gi);
+      sg.lane[j] += static_cast<double>(gi);
+    }
+    p.sums[q] = static_cast<float>(st.fold());
+    p.sums[nc + q] = static_cast<float>(sw.fold());
+    p.sums[2 * nc + q] = static_cast<float>(sg.fold());
+  }
+}

@@ -43,6 +43,15 @@ struct WeightArgs {
   bool scaled;
 };
 
+struct ActArgs {
+  const float* x;
+  const float *b1, *w, *b2;  // [C]; b2 may be null
+  const float* g;            // backward: the output's gradient
+  float* out;                // forward: y; backward: x's gradient
+  float* sums;               // backward: [3][N * C]
+  int64_t C, HW, planes;
+};
+
 // A value the compiler may not fuse into a following add (k * mean + b stays two roundings, as in torch).
 inline float no_contract(float v) {
   volatile float t = v;
@@ -50,10 +59,6 @@ inline float no_contract(float v) {
 }
 
 }  // namespace
-
-// The bodies pass GCC vector types between inline functions: the ABI note about such arguments without AVX
-// (-Wpsabi) concerns calls across translation units, which never happen here.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
@@ -83,6 +88,8 @@ struct Path {
   void (*dab_backward)(const DabBackwardArgs&, int64_t, int64_t);
   void (*weight_forward)(const WeightArgs&, int64_t, int64_t);
   void (*weight_rebuild)(const WeightArgs&, int64_t, int64_t);
+  void (*act_forward)(const ActArgs&, int64_t, int64_t);
+  void (*act_backward)(const ActArgs&, int64_t, int64_t);
 };
 
 bool has_avx512() {
@@ -94,7 +101,7 @@ bool has_avx2() { return __builtin_cpu_supports("avx2"); }
 #define BDN_PATH(ns)                                                                                          \
   {                                                                                                           \
     #ns, has_##ns, ns::dab_forward_planes, ns::dab_rebuild_planes, ns::dab_backward_planes,                  \
-        ns::weight_forward_rows, ns::weight_rebuild_rows                                                      \
+        ns::weight_forward_rows, ns::weight_rebuild_rows, ns::act_forward_planes, ns::act_backward_planes      \
   }
 bool has_generic() { return true; }
 const Path kPaths[] = {BDN_PATH(avx512), BDN_PATH(avx2), BDN_PATH(generic)};  // best first
@@ -215,6 +222,53 @@ at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const st
   WeightArgs args{w.data_ptr<float>(), wb.data_ptr<float>(), scale.data_ptr<float>(), nullptr, K, true};
   run(O, K, args, path.weight_rebuild);
   return wb;
+}
+
+namespace {
+
+ActArgs act_args(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w, const char* fn) {
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 4 && x.size(2) * x.size(3) > 0, "bindense.native.", fn, ": x must be [N, C, H, W]");
+  const int64_t C = x.size(1);
+  for (const auto* t : {&b1, &w}) {
+    check_float(*t, "bias, weight");
+    TORCH_CHECK(t->numel() == C, "bindense.native.", fn, ": the bias and the PReLU weight must have C = ", C,
+                " elements");
+  }
+  return {x.data_ptr<float>(), b1.data_ptr<float>(), w.data_ptr<float>(), nullptr, nullptr, nullptr, nullptr,
+          C, x.size(2) * x.size(3), x.size(0) * C};
+}
+
+}  // namespace
+
+at::Tensor act_forward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
+                       const c10::optional<at::Tensor>& b2, const std::string& isa) {
+  const Path& path = find_path(isa);
+  ActArgs args = act_args(x, b1, w, "act_forward");
+  if (b2) {
+    check_float(*b2, "bias_after");
+    TORCH_CHECK(b2->numel() == args.C, "bindense.native.act_forward: bias_after must have C elements");
+    args.b2 = b2->data_ptr<float>();
+  }
+  auto y = at::empty_like(x);
+  args.out = y.data_ptr<float>();
+  run(args.planes, args.HW, args, path.act_forward);
+  return y;
+}
+
+std::vector<at::Tensor> act_backward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
+                                     const at::Tensor& grad, const std::string& isa) {
+  const Path& path = find_path(isa);
+  ActArgs args = act_args(x, b1, w, "act_backward");
+  check_float(grad, "grad");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "bindense.native.act_backward: grad must have x's shape");
+  auto gx = at::empty_like(x);
+  auto sums = at::empty({3, x.size(0), x.size(1)}, x.options());
+  args.g = grad.data_ptr<float>();
+  args.out = gx.data_ptr<float>();
+  args.sums = sums.data_ptr<float>();
+  run(args.planes, args.HW, args, path.act_backward);
+  return {gx, sums};
 }
 
 }  // namespace bdn::train

@@ -22,6 +22,14 @@ std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr,
 std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa);
 // wb = copysign(scale[o], w + 0).
 at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const std::string& isa);
+// The activation LearnableBias -> PReLU [-> LearnableBias] on x [N, C, H, W] with b1, w (and b2) [C]:
+// y = prelu(x + b1; w) (+ b2).
+at::Tensor act_forward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
+                       const c10::optional<at::Tensor>& b2, const std::string& isa);
+// Its backward from the output's gradient: {grad_x, sums [3, N, C] = sum(grad_x), sum of PReLU's weight-gradient
+// terms, sum(grad)} (the gradients of b1, w and b2 per plane).
+std::vector<at::Tensor> act_backward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
+                                     const at::Tensor& grad, const std::string& isa);
 // The ISA paths these kernels run on this CPU, best first.
 std::vector<std::string> train_isas();
 
