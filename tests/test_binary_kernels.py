@@ -294,8 +294,8 @@ def test_cfb_add_equals_composition(cin, cout, channels_last) -> None:
 @pytest.mark.parametrize("bias_after", [False, True])
 @pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 4, 4), (2, 4, 1, 1)])
 def test_bias_prelu_native_equals_modules(isa, bias_after, shape) -> None:
-    """LearnableBias -> PReLU [-> LearnableBias] as one native node: the modules' output and x's gradient bit for
-    bit, the parameters' gradients against float64, the same state-dict keys; a hook falls back to the modules."""
+    """LearnableBias -> PReLU [-> LearnableBias] as one native node: the modules' output and every gradient bit for
+    bit (so training follows the same trajectory), and against float64; a hook falls back to the modules."""
     torch.manual_seed(shape[1])
     act = BiasPReLU(shape[1], bias_after)
     with torch.no_grad():
@@ -324,6 +324,7 @@ def test_bias_prelu_native_equals_modules(isa, bias_after, shape) -> None:
     }
     assert gp_n.keys() == gp_m.keys() == set(expected) - ({"2.bias"} if not bias_after else set())
     for key, grad_p in gp_n.items():
+        assert _same_bits(grad_p, gp_m[key]), key
         torch.testing.assert_close(grad_p.double().view(-1), expected[key], rtol=1e-5, atol=1e-5)
     hooked = copy.deepcopy(act)
     hooked[1].register_forward_hook(lambda *args: None)

@@ -98,7 +98,8 @@ def act_forward(x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -
 
 
 def act_backward(x: Tensor, b1: Tensor, w: Tensor, grad: Tensor, isa: str) -> tuple[Tensor, Tensor]:
-    """``(grad_x, sums)`` of :func:`act_forward` from the output's gradient: ``sums`` [3, N, C] holds per plane the
-    sums of ``grad_x`` (the gradient of ``b1``), of PReLU's weight-gradient terms and of ``grad`` (of ``b2``)."""
+    """``(grad_x, weight_terms)`` of :func:`act_forward` from the output's gradient: ``grad_x`` (also the gradient
+    reaching ``b1``) and PReLU's weight-gradient terms ``t > 0 ? 0 : t * grad`` (``t = x + b1``), full size, both
+    torch's float32 expressions bit for bit."""
     flat = [t.detach().reshape(-1).contiguous() for t in (b1, w)]
     return tuple(_extension().act_backward(x, flat[0], flat[1], grad.contiguous(), isa))

@@ -52,11 +52,12 @@ class LearnableBias(nn.Module):
 
 
 class BiasPReLUFunction(torch.autograd.Function):
-    """``prelu(x + b1; w) (+ b2)`` as one node on the native kernels: one pass forward, one backward (the modules'
-    composition takes 2 to 3 passes each way, plus PReLU's full-size weight-gradient buffer and its sum).
+    """``prelu(x + b1; w) (+ b2)`` as one node on the native kernels: one pass forward and one elementwise pass
+    backward (the modules' composition takes 2 to 3 passes each way).
 
-    The output is the composition's bit for bit; the parameters' gradients are sums per (sample, channel) plane in
-    double lanes (within float32 rounding of torch's). Keeps ``x``, the size of what PReLU alone keeps.
+    Values and every gradient are the composition's bit for bit: the elementwise terms are torch's float32
+    expressions, and the parameters' gradients are reduced by torch as autograd reduces them for the modules
+    (``sum_to_size``), so training follows the same trajectory. Keeps ``x``, the size of what PReLU alone keeps.
     """
 
     @staticmethod
@@ -68,10 +69,10 @@ class BiasPReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, b1, w = ctx.saved_tensors
-        grad_x, sums = native.act_backward(x, b1, w, grad, ctx.isa)
-        per_channel = sums.sum(dim=1)  # over the samples: [3, C]
-        grad_b2 = per_channel[2].view_as(b1) if ctx.has_b2 else None
-        return grad_x, per_channel[0].view_as(b1), per_channel[1].view_as(w), grad_b2, None
+        grad_x, weight_terms = native.act_backward(x, b1, w, grad, ctx.isa)
+        grad_b2 = grad.sum_to_size(b1.shape) if ctx.has_b2 else None
+        grad_w = weight_terms.sum_to_size((w.numel(), 1, 1)).view_as(w)
+        return grad_x, grad_x.sum_to_size(b1.shape), grad_w, grad_b2, None
 
 
 class BiasPReLU(nn.Sequential):

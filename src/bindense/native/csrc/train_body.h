@@ -224,41 +224,28 @@ void act_forward_planes(const ActArgs& p, int64_t begin, int64_t end) {
   }
 }
 
-// Backward per plane, g (the output's gradient) -> out: grad_t = t > 0 ? g : w * g (also x's gradient), with the
-// per-plane sums of grad_t (for b1), of (t > 0 ? 0 : t * g) (for w) and of g (for b2).
+// Backward per plane, g (the output's gradient): grad_t = t > 0 ? g : w * g (also x's gradient) into out, and
+// PReLU's weight-gradient terms t > 0 ? 0 : t * g into wterm; torch reduces both (and g) to the parameters'
+// gradients in its own order, so that they are the modules' bit for bit.
 void act_backward_planes(const ActArgs& p, int64_t begin, int64_t end) {
-  const int64_t n = p.HW, nc = p.planes;
+  const int64_t n = p.HW;
   for (int64_t q = begin; q < end; ++q) {
     const int64_t c = q % p.C;
     const float b1 = p.b1[c], w = p.w[c];
     const float* x = p.x + q * n;
     const float* g = p.g + q * n;
     float* gx = p.out + q * n;
-    d8 t_lo = {}, t_hi = {}, w_lo = {}, w_hi = {}, g_lo = {}, g_hi = {};
+    float* wt = p.wterm + q * n;
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes) {
       const f16 t = load16(x + i) + b1, gv = load16(g + i);
-      const f16 gt = t > 0.0f ? gv : w * gv;
-      const f16 gw = t > 0.0f ? f16{} : t * gv;
-      store16(gx + i, gt);
-      t_lo += widen_lo(gt);
-      t_hi += widen_hi(gt);
-      w_lo += widen_lo(gw);
-      w_hi += widen_hi(gw);
-      g_lo += widen_lo(gv);
-      g_hi += widen_hi(gv);
+      store16(gx + i, t > 0.0f ? gv : w * gv);
+      store16(wt + i, t > 0.0f ? f16{} : t * gv);
     }
-    LaneArray st(t_lo, t_hi), sw(w_lo, w_hi), sg(g_lo, g_hi);
-    for (int j = 0; i < n; ++i, ++j) {
+    for (; i < n; ++i) {
       const float t = x[i] + b1, gi = g[i];
-      const float gt = t > 0.0f ? gi : w * gi;
-      gx[i] = gt;
-      st.lane[j] += static_cast<double>(gt);
-      sw.lane[j] += static_cast<double>(t > 0.0f ? 0.0f : t * gi);
-      sg.lane[j] += static_cast<double>(gi);
+      gx[i] = t > 0.0f ? gi : w * gi;
+      wt[i] = t > 0.0f ? 0.0f : t * gi;
     }
-    p.sums[q] = static_cast<float>(st.fold());
-    p.sums[nc + q] = static_cast<float>(sw.fold());
-    p.sums[2 * nc + q] = static_cast<float>(sg.fold());
   }
 }

@@ -48,7 +48,7 @@ struct ActArgs {
   const float *b1, *w, *b2;  // [C]; b2 may be null
   const float* g;            // backward: the output's gradient
   float* out;                // forward: y; backward: x's gradient
-  float* sums;               // backward: [3][N * C]
+  float* wterm;              // backward: PReLU's weight-gradient terms, full size
   int64_t C, HW, planes;
 };
 
@@ -262,13 +262,12 @@ std::vector<at::Tensor> act_backward(const at::Tensor& x, const at::Tensor& b1, 
   ActArgs args = act_args(x, b1, w, "act_backward");
   check_float(grad, "grad");
   TORCH_CHECK(grad.sizes() == x.sizes(), "bindense.native.act_backward: grad must have x's shape");
-  auto gx = at::empty_like(x);
-  auto sums = at::empty({3, x.size(0), x.size(1)}, x.options());
+  auto gx = at::empty_like(x), wterm = at::empty_like(x);
   args.g = grad.data_ptr<float>();
   args.out = gx.data_ptr<float>();
-  args.sums = sums.data_ptr<float>();
+  args.wterm = wterm.data_ptr<float>();
   run(args.planes, args.HW, args, path.act_backward);
-  return {gx, sums};
+  return {gx, wterm};
 }
 
 }  // namespace bdn::train

@@ -26,8 +26,8 @@ at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const st
 // y = prelu(x + b1; w) (+ b2).
 at::Tensor act_forward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
                        const c10::optional<at::Tensor>& b2, const std::string& isa);
-// Its backward from the output's gradient: {grad_x, sums [3, N, C] = sum(grad_x), sum of PReLU's weight-gradient
-// terms, sum(grad)} (the gradients of b1, w and b2 per plane).
+// Its backward from the output's gradient: {grad_x, PReLU's weight-gradient terms (t > 0 ? 0 : t * grad)}, full
+// size; the caller reduces them (and grad) to the parameters' gradients.
 std::vector<at::Tensor> act_backward(const at::Tensor& x, const at::Tensor& b1, const at::Tensor& w,
                                      const at::Tensor& grad, const std::string& isa);
 // The ISA paths these kernels run on this CPU, best first.
