@@ -2,7 +2,7 @@
 // path's namespace and target region, after every header (no includes here, so no inline function of a header is
 // compiled in one ISA's flavour and shared with another).
 //
-// The loops run on GCC vector types of 8 floats and 8 doubles, which each target region lowers to its widest
+// The loops run on GCC vector types of 16 floats and 8 doubles, which each target region lowers to its widest
 // registers (one AVX-512 register, two AVX2 ones, four SSE2 ones); the float operations are IEEE, element by
 // element, so every path computes the same bits. Every reduction runs in kLanes = 16 double lanes: lane j adds the
 // elements 16 m + j of the full blocks, then the tail elements go to lanes 0, 1, ..., and the lanes are folded in a
@@ -49,7 +49,7 @@ struct LaneArray {
   }
 };
 
-// s = (x - thr) + 0 (-0 -> +0), DAB's shifted input, per element and per block of 8.
+// s = (x - thr) + 0 (-0 -> +0), DAB's shifted input, per element and per block of 16.
 inline float shift1(float x, float thr) { return (x - thr) + 0.0f; }
 inline f16 shift16(f16 x, float thr) { return (x - thr) + 0.0f; }
 
