@@ -136,6 +136,8 @@ class BinaryConvFunction(torch.autograd.Function):
         ctx.act, ctx.weight_kind, ctx.geometry, ctx.saved = act, weight_kind, geometry, saved
         ctx.shape, ctx.has_bias = x.shape, bias is not None
         ctx.isa = native.native_isa(x, weight) if kernels == "native" else None
+        # DAB on the native kernels keeps x and the per-plane threshold: s is recomputed where backward reads it
+        ctx.native_dab = act == "dab" and ctx.isa is not None and saved == "exact"
         ctx.weight_isa = ctx.isa if _native_weight(weight, weight_kind, weight_dims) else None
         if ctx.weight_isa is not None:
             wb, scale, ctx.all_inside = native.weight_forward(weight, weight_kind == "scaled_sign", ctx.weight_isa)
@@ -143,8 +145,7 @@ class BinaryConvFunction(torch.autograd.Function):
             wb, scale = binarize_weight(weight, weight_kind, weight_dims)
             ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
-            ctx.native_dab = ctx.isa is not None and saved == "exact"
-            if ctx.native_dab:  # keeps x and the per-plane threshold: s is recomputed where backward reads it
+            if ctx.native_dab:
                 xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa)
                 stored = (x, thr)
             else:
@@ -162,7 +163,7 @@ class BinaryConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         needs = ctx.needs_input_grad
-        native_dab = ctx.act == "dab" and ctx.native_dab
+        native_dab = ctx.native_dab
         if ctx.act == "dab":
             # stored, extra: (x, thr) with the native kernels, else (s, nothing) or (s in bfloat16, its sign bits)
             stored, extra, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors

@@ -32,6 +32,11 @@ def _extension():
     return build.extension()
 
 
+def _flat(*tensors: Tensor | None) -> list[Tensor | None]:
+    """Per-channel or per-plane parameters and statistics as the flat contiguous float buffers the kernels read."""
+    return [t.detach().reshape(-1).contiguous() if t is not None else None for t in tensors]
+
+
 def native_isa(*tensors: Tensor) -> str | None:
     """The ISA path the kernels run for these tensors, or ``None`` where the eager ops must run instead."""
     if torch.compiler.is_compiling():
@@ -55,15 +60,14 @@ def dab_forward(x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str) -> tuple[T
     statistics shaped ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
     """
     n, c = x.shape[:2]
-    flat = [t.detach().reshape(c).contiguous() for t in (a, k, b)]
-    xb, stats = _extension().dab_forward(x, *flat, isa)
+    xb, stats = _extension().dab_forward(x, *_flat(a, k, b), isa)
     mean_x, mean_abs_s, alpha, thr = stats.view(4, n, c, 1, 1).unbind(0)
     return xb, mean_x, mean_abs_s, alpha, thr
 
 
 def dab_rebuild(x: Tensor, thr: Tensor, alpha: Tensor, isa: str) -> Tensor:
     """``copysign(alpha, (x - thr) + 0)``, the binarized input rebuilt from the unit's input."""
-    return _extension().dab_rebuild(x, thr.reshape(-1).contiguous(), alpha.reshape(-1).contiguous(), isa)
+    return _extension().dab_rebuild(x, *_flat(thr, alpha), isa)
 
 
 def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,8 +75,8 @@ def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: st
     ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate, ``s = (x - thr) + 0``), written into
     ``grad_xb``'s buffer."""
     n, c = x.shape[:2]
-    flat = [t.reshape(-1).contiguous() for t in (thr, alpha)]
-    grad, sums = _extension().dab_backward(x, flat[0], grad_xb.contiguous(), flat[1], isa)
+    flat_thr, flat_alpha = _flat(thr, alpha)
+    grad, sums = _extension().dab_backward(x, flat_thr, grad_xb.contiguous(), flat_alpha, isa)
     sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
     return grad, sum_gxb, sum_grad
 
@@ -87,19 +91,17 @@ def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, b
 
 def weight_rebuild(w: Tensor, scale: Tensor, isa: str) -> Tensor:
     """``copysign(scale, W)`` per row (sign(0) = +1), the binarized weight rebuilt in backward."""
-    return _extension().weight_rebuild(w.detach(), scale.reshape(-1).contiguous(), isa)
+    return _extension().weight_rebuild(w.detach(), *_flat(scale), isa)
 
 
 def act_forward(x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -> Tensor:
     """LearnableBias -> PReLU [-> LearnableBias] on ``x`` [N, C, H, W]: ``prelu(x + b1; w) (+ b2)`` in one pass,
     torch's float32 operations in its order (bit for bit the modules' output)."""
-    flat = [t.detach().reshape(-1).contiguous() if t is not None else None for t in (b1, w, b2)]
-    return _extension().act_forward(x, flat[0], flat[1], flat[2], isa)
+    return _extension().act_forward(x, *_flat(b1, w, b2), isa)
 
 
 def act_backward(x: Tensor, b1: Tensor, w: Tensor, grad: Tensor, isa: str) -> tuple[Tensor, Tensor]:
     """``(grad_x, weight_terms)`` of :func:`act_forward` from the output's gradient: ``grad_x`` (also the gradient
     reaching ``b1``) and PReLU's weight-gradient terms ``t > 0 ? 0 : t * grad`` (``t = x + b1``), full size, both
     torch's float32 expressions bit for bit."""
-    flat = [t.detach().reshape(-1).contiguous() for t in (b1, w)]
-    return tuple(_extension().act_backward(x, flat[0], flat[1], grad.contiguous(), isa))
+    return tuple(_extension().act_backward(x, *_flat(b1, w), grad.contiguous(), isa))
