@@ -10,8 +10,11 @@ glibc's ``malloc`` returns freed memory at the top of the heap to the system onc
 ``M_TRIM_THRESHOLD`` bytes are free there, and serves large blocks with ``mmap`` (unmapped at ``free``). A
 training step frees and re-allocates the same activations every step, so the kernel maps and zeroes those pages
 again each time (about 35,000 minor page faults per step of the default run, docs/TRAINING.md section 4). With a
-high trim threshold and the largest ``mmap`` threshold, freed blocks stay in the heap for the next step. The
-values computed are unchanged; the process keeps its peak heap size instead of shrinking between steps.
+high trim threshold and the largest ``mmap`` threshold (32 MiB), freed blocks stay in the heap for the next step.
+Blocks above 32 MiB (activations of large inputs) are still mapped afresh every step unless
+``BINDENSE_KEEP_FREED_MEMORY=all`` also turns ``mmap`` off: faster steps at large inputs for a larger resident
+size (the heap fragments; measured in docs/TRAINING.md section 5). The values computed are unchanged; the
+process keeps its peak heap size instead of shrinking between steps.
 """
 
 from __future__ import annotations
@@ -26,20 +29,26 @@ log = logging.getLogger(__name__)
 #: ``mallopt`` parameters (glibc ``malloc.h``)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 #: glibc's largest ``mmap`` threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``); larger values are refused
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 #: freed memory kept at the top of the heap before it is returned to the system
 TRIM_THRESHOLD = 1 << 30
-#: set to ``0`` to keep glibc's defaults (e.g. to measure the difference)
+#: ``1`` (default): blocks up to 32 MiB stay in the heap; ``all``: every block (no ``mmap``); ``0``: glibc's defaults
 ENV_SWITCH = "BINDENSE_KEEP_FREED_MEMORY"
+SWITCH_VALUES = ("0", "1", "all")
 #: busy-wait iterations of an idle GNU OpenMP (libgomp) thread before it sleeps: about a millisecond here
 SPIN_COUNT = 30_000
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's trim and mmap thresholds for this process; True if applied (False: not glibc, or switched off
-    with ``BINDENSE_KEEP_FREED_MEMORY=0``). Forked data-loader workers inherit the setting."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
+    """Raise glibc's trim and mmap thresholds for this process (with ``BINDENSE_KEEP_FREED_MEMORY=all``, no
+    ``mmap`` at all); True if applied (False: not glibc, or switched off with ``BINDENSE_KEEP_FREED_MEMORY=0``).
+    Forked data-loader workers inherit the setting."""
+    mode = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if mode not in SWITCH_VALUES:
+        raise ValueError(f"{ENV_SWITCH}={mode!r}: expected one of {', '.join(SWITCH_VALUES)}")
+    if mode == "0":
         return False
     name = ctypes.util.find_library("c")
     try:
@@ -50,6 +59,8 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    if ok and mode == "all":
+        ok = mallopt(M_MMAP_MAX, 0) == 1
     if not ok:
         log.debug("mallopt refused the thresholds; glibc defaults kept")
     return ok

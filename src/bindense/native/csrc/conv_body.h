@@ -9,6 +9,35 @@
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Offsets (in words) of the taps t = dy * kw + dx of the kernel window from its top-left input word.
+inline void tap_offsets(const bdn::ConvArgs& a, int64_t* toff) {
+  for (int64_t dy = 0; dy < a.kh; ++dy)
+    for (int64_t dx = 0; dx < a.kw; ++dx) toff[dy * a.kw + dx] = (dy * a.Wp + dx) * a.XS;
+}
+
+// One task of the conv: output row i of the block ob of OB output channels of conv group g of image n, with the
+// input row of its first tap (iy0; negative on the padding), whether the window's rows all lie inside the image,
+// and the first packed word of its input row.
+struct RowTask {
+  int64_t n, g, ob, i, iy0;
+  bool row_inside;
+  const uint64_t* xrow;
+};
+
+inline RowTask row_task(const bdn::ConvArgs& a, int64_t task, int64_t nOB) {
+  RowTask t;
+  t.i = task % a.Ho;
+  task /= a.Ho;
+  t.ob = task % nOB;
+  task /= nOB;
+  t.g = task % a.G;
+  t.n = task / a.G;
+  t.iy0 = t.i * a.sh - a.ph;
+  t.row_inside = t.iy0 >= 0 && t.iy0 + a.kh <= a.H;
+  t.xrow = a.x + ((t.n * a.Hp + t.i * a.sh) * a.Wp) * a.XS + t.g * a.D * a.Kd;
+  return t;
+}
+
 // Sum of a row in 16 float lanes, then in double (the statistic the next DAB's threshold needs: k mean(y) + b).
 inline double row_sum(const float* yp, int64_t Wo) {
   float lane[16] = {};
@@ -106,22 +135,17 @@ inline void pixel_segment(const bdn::ConvArgs& a, const uint64_t* xp, int64_t ps
 void conv_rows_grouped(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
   const int64_t T = a.kh * a.kw, nOB = a.Ogp / OB, ps = a.sw * a.XS, Wo = a.Wo, D = a.D;
   int64_t toff[bdn::kMaxTaps];
-  for (int64_t dy = 0; dy < a.kh; ++dy)
-    for (int64_t dx = 0; dx < a.kw; ++dx) toff[dy * a.kw + dx] = (dy * a.Wp + dx) * a.XS;
+  tap_offsets(a, toff);
   float* rb = new float[OB * Wo];
   float* m2sc = new float[3 * D];
   float* sclo = m2sc + D;
   float* schi = sclo + D;
   float tile[PXG * 2 * OB];
   for (int64_t task = begin; task < end; ++task) {
-    int64_t r = task;
-    const int64_t i = r % a.Ho; r /= a.Ho;
-    const int64_t ob = r % nOB; r /= nOB;
-    const int64_t g = r % a.G;
-    const int64_t n = r / a.G;
-    const int64_t iy0 = i * a.sh - a.ph;
-    const bool row_inside = iy0 >= 0 && iy0 + a.kh <= a.H;
-    const uint64_t* xrow = a.x + ((n * a.Hp + i * a.sh) * a.Wp) * a.XS + g * D * a.Kd;
+    const RowTask rt = row_task(a, task, nOB);
+    const int64_t i = rt.i, ob = rt.ob, g = rt.g, n = rt.n, iy0 = rt.iy0;
+    const bool row_inside = rt.row_inside;
+    const uint64_t* xrow = rt.xrow;
     const uint64_t* wb = a.w + ((g * nOB + ob) * D * T) * a.Kd * PLANES * OB;
     const float* sc = a.seg_scale + (n * a.G + g) * D;
     for (int64_t d = 0; d < D; ++d) {
@@ -174,19 +198,14 @@ void conv_rows_impl(const bdn::ConvArgs& a, int64_t begin, int64_t end) {
 #endif
   const int64_t T = a.kh * a.kw, nOB = a.Ogp / OB, ps = a.sw * a.XS, Wo = a.Wo;
   int64_t toff[bdn::kMaxTaps];
-  for (int64_t dy = 0; dy < a.kh; ++dy)
-    for (int64_t dx = 0; dx < a.kw; ++dx) toff[dy * a.kw + dx] = (dy * a.Wp + dx) * a.XS;
+  tap_offsets(a, toff);
   Acc acc[PX * OB];
   float* rb = new float[OB * Wo];
   for (int64_t task = begin; task < end; ++task) {
-    int64_t r = task;
-    const int64_t i = r % a.Ho; r /= a.Ho;
-    const int64_t ob = r % nOB; r /= nOB;
-    const int64_t g = r % a.G;
-    const int64_t n = r / a.G;
-    const int64_t iy0 = i * a.sh - a.ph;  // input row of tap dy = iy0 + dy
-    const bool row_inside = iy0 >= 0 && iy0 + a.kh <= a.H;
-    const uint64_t* xrow = a.x + ((n * a.Hp + i * a.sh) * a.Wp) * a.XS + g * a.D * a.Kd;
+    const RowTask rt = row_task(a, task, nOB);
+    const int64_t i = rt.i, ob = rt.ob, g = rt.g, n = rt.n, iy0 = rt.iy0;  // input row of tap dy = iy0 + dy
+    const bool row_inside = rt.row_inside;
+    const uint64_t* xrow = rt.xrow;
     for (int64_t q = 0; q < OB * Wo; ++q) rb[q] = 0.f;
     for (int64_t d = 0; d < a.D; ++d) {
       const uint64_t* wb = a.w + (((g * nOB + ob) * a.D + d) * T) * a.Kd * PLANES * OB;

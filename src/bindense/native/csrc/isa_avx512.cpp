@@ -14,13 +14,13 @@ constexpr int VB = 64;
 constexpr int PLANES = 1;
 using Acc = int64_t;
 
-template <int P>
-inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd, const uint64_t* wb,
-               Acc* acc, int64_t xplane) {
-  (void)xplane;
-  __m512i a[P][4];
+// c[p][v] = sum over the taps t and words k of popcount(x[p, t, k] ^ w[t, k, 8v .. 8v + 7]), accumulated by add:
+// PopAdd64 per 64-bit lane (one output channel each), PopAdd32 per 32-bit half lane (the grouped kernel).
+template <int P, typename PopAdd>
+inline void xor_popcount_taps(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd,
+                              const uint64_t* wb, __m512i (&c)[P][4], PopAdd add) {
   for (int p = 0; p < P; ++p)
-    for (int v = 0; v < 4; ++v) a[p][v] = _mm512_setzero_si512();
+    for (int v = 0; v < 4; ++v) c[p][v] = _mm512_setzero_si512();
   for (int64_t t = 0; t < T; ++t) {
     const uint64_t* xt = xp + toff[t];
     const uint64_t* wt = wb + t * Kd * OB;
@@ -29,13 +29,28 @@ inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, i
       const __m512i w2 = _mm512_loadu_si512(wt + k * OB + 16), w3 = _mm512_loadu_si512(wt + k * OB + 24);
       for (int p = 0; p < P; ++p) {
         const __m512i xv = _mm512_set1_epi64(static_cast<long long>(xt[p * ps + k]));
-        a[p][0] = _mm512_add_epi64(a[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w0)));
-        a[p][1] = _mm512_add_epi64(a[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w1)));
-        a[p][2] = _mm512_add_epi64(a[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w2)));
-        a[p][3] = _mm512_add_epi64(a[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w3)));
+        c[p][0] = add(c[p][0], _mm512_xor_si512(xv, w0));
+        c[p][1] = add(c[p][1], _mm512_xor_si512(xv, w1));
+        c[p][2] = add(c[p][2], _mm512_xor_si512(xv, w2));
+        c[p][3] = add(c[p][3], _mm512_xor_si512(xv, w3));
       }
     }
   }
+}
+
+struct PopAdd64 {
+  __m512i operator()(__m512i acc, __m512i v) const { return _mm512_add_epi64(acc, _mm512_popcnt_epi64(v)); }
+};
+struct PopAdd32 {
+  __m512i operator()(__m512i acc, __m512i v) const { return _mm512_add_epi32(acc, _mm512_popcnt_epi32(v)); }
+};
+
+template <int P>
+inline void mk(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, int64_t Kd, const uint64_t* wb,
+               Acc* acc, int64_t xplane) {
+  (void)xplane;
+  __m512i a[P][4];
+  xor_popcount_taps<P>(xp, ps, toff, T, Kd, wb, a, PopAdd64{});
   for (int p = 0; p < P; ++p)
     for (int v = 0; v < 4; ++v) _mm512_storeu_si512(acc + p * OB + v * 8, a[p][v]);
 }
@@ -79,23 +94,7 @@ inline void mkg(const uint64_t* xp, int64_t ps, const int64_t* toff, int64_t T, 
       continue;
     }
     __m512i c[P][4];
-    for (int p = 0; p < P; ++p)
-      for (int v = 0; v < 4; ++v) c[p][v] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < T; ++t) {
-      const uint64_t* xt = xd + toff[t];
-      const uint64_t* wt = wd + t * Kd * OB;
-      for (int64_t k = 0; k < Kd; ++k) {
-        const __m512i w0 = _mm512_loadu_si512(wt + k * OB), w1 = _mm512_loadu_si512(wt + k * OB + 8);
-        const __m512i w2 = _mm512_loadu_si512(wt + k * OB + 16), w3 = _mm512_loadu_si512(wt + k * OB + 24);
-        for (int p = 0; p < P; ++p) {
-          const __m512i xv = _mm512_set1_epi64(static_cast<long long>(xt[p * ps + k]));
-          c[p][0] = _mm512_add_epi32(c[p][0], _mm512_popcnt_epi32(_mm512_xor_si512(xv, w0)));
-          c[p][1] = _mm512_add_epi32(c[p][1], _mm512_popcnt_epi32(_mm512_xor_si512(xv, w1)));
-          c[p][2] = _mm512_add_epi32(c[p][2], _mm512_popcnt_epi32(_mm512_xor_si512(xv, w2)));
-          c[p][3] = _mm512_add_epi32(c[p][3], _mm512_popcnt_epi32(_mm512_xor_si512(xv, w3)));
-        }
-      }
-    }
+    xor_popcount_taps<P>(xd, ps, toff, T, Kd, wd, c, PopAdd32{});
     for (int p = 0; p < P; ++p)
       for (int v = 0; v < 4; ++v) f[p][v] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c[p][v]), m, f[p][v]), base);
   }
