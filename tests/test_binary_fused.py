@@ -6,8 +6,9 @@ import copy
 
 import pytest
 import torch
+from binary_units import DAB_UNITS, perturbed, run_unit
 
-from bindense.binary import BinaryConv2d, BinaryConvTranspose2d, use_reference
+from bindense.binary import BinaryConv2d
 from bindense.binary.fused import BinaryConvFunction, ConvGeometry, pack_bits, unpack_bits
 from bindense.binary.layers import configure_lean
 from bindense.models.spec import MethodSpec
@@ -22,35 +23,9 @@ def _input(*shape: int, seed: int = 0, scale: float = 2.0) -> torch.Tensor:
     return x
 
 
-def _run(unit: torch.nn.Module, x: torch.Tensor, reference: bool = False, seed: int = 3):
-    m = copy.deepcopy(unit)
-    xi = x.detach().clone().requires_grad_(True)
-    with use_reference(reference):
-        out = m(xi)
-    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)))
-    return out.detach(), xi.grad, {n: p.grad for n, p in m.named_parameters()}
-
-
-def _perturbed(unit: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        unit.weight.normal_(0, 0.7, generator=g)  # latent weights on both sides of the clip at |W| = 1
-        for name, p in unit.named_parameters():
-            if name != "weight":
-                p.add_(torch.randn(p.shape, generator=g) * 0.2)
-    return unit
-
-
 UNITS = {
-    "dab_scaled_3x3": lambda: BinaryConv2d(6, 10, 3, padding=1),
-    "dab_scaled_dw7": lambda: BinaryConv2d(6, 6, 7, padding=3, groups=6),
-    "dab_scaled_down": lambda: BinaryConv2d(6, 12, 2, stride=2),
-    "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
+    **DAB_UNITS,
     "sign_sign_bias": lambda: BinaryConv2d(6, 8, 3, padding=1, bias=True, activation="sign", weight="sign"),
-    "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
-    "dab_transposed_input_scale": lambda: MethodSpec.from_config({"transpose_scale": "input"}).conv_transpose(
-        6, 4, 2, stride=2
-    ),
 }
 
 
@@ -68,10 +43,10 @@ def _is_fused(unit: torch.nn.Module, x: torch.Tensor) -> bool:
 def test_fused_unit_equals_reference(name: str) -> None:
     """In float64, so that the comparison is about the formulas: in float32 the bias gradients of DAB are sums
     of 128 terms that cancel, and the reference's polynomial surrogate rounds differently from ``2 - 2|s|``."""
-    unit = _perturbed(UNITS[name]()).double()
+    unit = perturbed(UNITS[name]()).double()
     x = _input(2, 6, 8, 8).double()
     assert _is_fused(unit, x)
-    (out_f, gx_f, gp_f), (out_r, gx_r, gp_r) = _run(unit, x), _run(unit, x, reference=True)
+    (out_f, gx_f, gp_f), (out_r, gx_r, gp_r) = run_unit(unit, x), run_unit(unit, x, reference=True)
     torch.testing.assert_close(out_f, out_r, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(gx_f, gx_r, rtol=RTOL, atol=ATOL)
     assert gp_f.keys() == gp_r.keys()
@@ -84,11 +59,11 @@ def test_fused_unit_equals_reference(name: str) -> None:
 def test_fused_unit_bit_identical_to_unfused(name: str) -> None:
     """Fusion only changes what is saved: outputs and every gradient equal the unfused lean path bit for bit (the
     eager ops; the native kernels' statistics are compared with the formulas in tests/test_binary_kernels.py)."""
-    unit = configure_lean(_perturbed(UNITS[name]()), unit_kernels="eager")
+    unit = configure_lean(perturbed(UNITS[name]()), unit_kernels="eager")
     x = _input(2, 6, 8, 8, seed=1)
     unfused = configure_lean(copy.deepcopy(unit), fused=False)
     assert not _is_fused(unfused, x)
-    (out_f, gx_f, gp_f), (out_u, gx_u, gp_u) = _run(unit, x), _run(unfused, x)
+    (out_f, gx_f, gp_f), (out_u, gx_u, gp_u) = run_unit(unit, x), run_unit(unfused, x)
     assert torch.equal(out_f, out_u)
     assert torch.equal(gx_f, gx_u)
     for key in gp_u:
@@ -127,10 +102,10 @@ def test_fused_saves_less() -> None:
 def test_bf16_saved_format() -> None:
     """The bf16 option: exact forward and weight gradient; the DAB gradients within bfloat16 rounding. It runs
     the eager ops (the native kernels keep x instead of s), so it is compared with the eager exact node."""
-    unit = configure_lean(_perturbed(BinaryConv2d(6, 10, 3, padding=1)), unit_kernels="eager")
+    unit = configure_lean(perturbed(BinaryConv2d(6, 10, 3, padding=1)), unit_kernels="eager")
     x = _input(2, 6, 8, 8, seed=2)
     lowp = configure_lean(copy.deepcopy(unit), saved_activation="bf16", unit_kernels="eager")
-    (out_l, gx_l, gp_l), (out_e, gx_e, gp_e) = _run(lowp, x), _run(unit, x)
+    (out_l, gx_l, gp_l), (out_e, gx_e, gp_e) = run_unit(lowp, x), run_unit(unit, x)
     assert torch.equal(out_l, out_e)
     assert torch.equal(gp_l["weight"], gp_e["weight"])
     torch.testing.assert_close(gx_l, gx_e, rtol=2e-2, atol=2e-2)
@@ -174,7 +149,7 @@ def test_negative_zero_rebuilt_as_plus() -> None:
 def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> None:
     """Grouped DAB (method.dab_groups) and sign(0) = 0 (method.sign_zero) are not fused: same as the reference."""
     spec = MethodSpec.from_config({"dab_groups": 4} if variant == "dab_groups" else {"sign_zero": "zero"})
-    unit = _perturbed(spec.conv(10, 8, 3, padding=1))
+    unit = perturbed(spec.conv(10, 8, 3, padding=1))
     x = _input(2, 10, 9, 9)
     if variant == "sign_zero":  # exact zeros of the signed input and of the latent weight
         with torch.no_grad():
@@ -183,8 +158,8 @@ def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> No
             unit.weight.view(-1)[:3] = 0.0
         x[:, :, :2] = 0.0
     assert not _is_fused(unit, x)
-    out, gx, gp = _run(unit, x)
-    ref_out, ref_gx, ref_gp = _run(unit, x, reference=True)
+    out, gx, gp = run_unit(unit, x)
+    ref_out, ref_gx, ref_gp = run_unit(unit, x, reference=True)
     torch.testing.assert_close(out, ref_out, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(gx, ref_gx, rtol=RTOL, atol=ATOL)
     for name in gp:
@@ -193,7 +168,7 @@ def test_units_the_node_does_not_implement_run_their_modules(variant: str) -> No
 
 def test_a_hooked_binarizer_runs_as_itself_while_training() -> None:
     """Forward hooks on a binarizer (diagnostics, activation entropy) fire with gradients on: no fused node."""
-    unit = _perturbed(BinaryConv2d(6, 8, 3, padding=1))
+    unit = perturbed(BinaryConv2d(6, 8, 3, padding=1))
     x = _input(2, 6, 7, 7)
     assert _is_fused(unit, x)
     seen = []

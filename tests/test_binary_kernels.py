@@ -11,13 +11,13 @@ import copy
 
 import pytest
 import torch
+from binary_units import DAB_UNITS, perturbed, run_unit
 
 from bindense import native
-from bindense.binary import BiasPReLU, BinaryConv2d, BinaryConvTranspose2d, RPReLU, use_reference
+from bindense.binary import BiasPReLU, BinaryConv2d, RPReLU
 from bindense.binary import kernels as K
 from bindense.binary.bypass import cfb, cfb_add_
 from bindense.binary.layers import configure_lean
-from bindense.models.spec import MethodSpec
 
 ISAS = [name for name in native.supported_isas() if name != "torch"]
 pytestmark = pytest.mark.skipif(not ISAS, reason="no native build")
@@ -122,36 +122,12 @@ def test_weight_binarization_matches_formulas(isa, shape) -> None:
     assert not K.weight_forward(w_big, True, isa)[2]
 
 
-def _perturbed(unit: torch.nn.Module, seed: int = 7) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        unit.weight.normal_(0, 0.7, generator=g)
-        for name, p in unit.named_parameters():
-            if name != "weight":
-                p.add_(torch.randn(p.shape, generator=g) * 0.2)
-    return unit
+UNITS = {**DAB_UNITS, "dab_pw_merge": lambda: BinaryConv2d(24, 6, 1)}
 
 
-UNITS = {
-    "dab_scaled_3x3": lambda: BinaryConv2d(6, 10, 3, padding=1),
-    "dab_scaled_dw7": lambda: BinaryConv2d(6, 6, 7, padding=3, groups=6),
-    "dab_scaled_down": lambda: BinaryConv2d(6, 12, 2, stride=2),
-    "dab_pw_merge": lambda: BinaryConv2d(24, 6, 1),
-    "dab_fp32w_bias": lambda: BinaryConv2d(6, 8, 1, bias=True, weight="fp32"),
-    "dab_transposed": lambda: BinaryConvTranspose2d(6, 4, 2, stride=2),
-    "dab_transposed_input_scale": lambda: MethodSpec.from_config({"transpose_scale": "input"}).conv_transpose(
-        6, 4, 2, stride=2
-    ),
-}
-
-
-def _run(unit: torch.nn.Module, x: torch.Tensor, reference: bool = False):
-    m = copy.deepcopy(unit)
-    xi = x.detach().clone().requires_grad_(True)
-    with use_reference(reference):
-        out = m(xi)
-    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype))
-    return [out.detach(), xi.grad] + [p.grad for p in m.parameters()]
+def _run(unit: torch.nn.Module, x: torch.Tensor, reference: bool = False) -> list[torch.Tensor]:
+    out, grad_x, grads = run_unit(unit, x, reference)
+    return [out, grad_x, *grads.values()]
 
 
 def _native_node(unit: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -172,7 +148,7 @@ def _native_node(unit: torch.nn.Module, x: torch.Tensor) -> bool:
 def test_native_unit_matches_reference(isa, name) -> None:
     """Values and every gradient (x, a, k, b, weight, BN) of the native float32 unit against the float64
     reference composition, at float32 precision relative to each tensor's scale."""
-    unit = _perturbed(UNITS[name]())
+    unit = perturbed(UNITS[name]())
     x = _input(2, unit.in_channels, 8, 8, seed=4)
     assert _native_node(unit, x)
     got = _run(unit, x)
@@ -187,7 +163,7 @@ def test_native_unit_matches_reference(isa, name) -> None:
 
 def test_every_isa_path_gives_the_same_bits() -> None:
     """The sums run in a fixed lane order, whatever the vector width: every path's outputs and gradients agree."""
-    unit = _perturbed(BinaryConv2d(20, 24, 3, padding=1))
+    unit = perturbed(BinaryConv2d(20, 24, 3, padding=1))
     x = _input(2, 20, 11, 13, seed=5)
     results = {}
     for name in ISAS:
@@ -223,7 +199,7 @@ def test_two_threads_same_result(isa) -> None:
 def test_eager_fallback_is_bit_identical(setting) -> None:
     """Where the kernels do not apply (BINDENSE_ISA=torch, float64) or unit_kernels=eager, the node runs the
     eager ops: bit for bit the unfused path."""
-    unit = _perturbed(BinaryConv2d(6, 10, 3, padding=1))
+    unit = perturbed(BinaryConv2d(6, 10, 3, padding=1))
     x = _input(2, 6, 8, 8, seed=8)
     if setting == "float64":
         unit, x = unit.double(), x.double()

@@ -165,7 +165,7 @@ def test_popcount_units_call_the_native_kernel(monkeypatch) -> None:
 def test_bad_input_names_the_unit_and_what_was_expected() -> None:
     unit = _perturb(BinaryLinear(70, 30, True, "rsign", "scaled_sign"), 0)
     fc = NativeBinaryLinear(unit, *_encoded(unit)[:2], "blocks.0.mlp.fc1")
-    expected = r"unit 'blocks.0.mlp.fc1'.*\[B, T, 70\] \(tokens.*got torch.float32 \[1, 9, 71\]"
+    expected = r"unit 'blocks.0.mlp.fc1'.*\[B, T, 70\] of tokens.*got torch.float32 \[1, 9, 71\]"
     with pytest.raises(ValueError, match=expected):
         fc(torch.randn(1, 9, 71))
     with pytest.raises(ValueError, match=r"\[B, T, 70\].*got torch.float64"):

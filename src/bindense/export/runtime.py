@@ -347,14 +347,17 @@ class NativeBinaryConv2d(nn.Module):
         return out.float().contiguous()
 
 
-def check_input(x: Any, channels: int, where: str) -> None:
-    """Raise a clear error unless ``x`` is a float32 tensor ``[N, channels, H, W]``."""
+def check_input(x: Any, channels: int, where: str, layout: str = "N, C, H, W", kind: str = "") -> None:
+    """Raise a clear error unless ``x`` is a float32 tensor shaped ``layout`` whose ``C`` is ``channels``
+    (``kind``, e.g. ``"tokens"``, names what the tensor holds in the message)."""
+    dims = [d.strip() for d in layout.split(",")]
+    shape = ", ".join(str(channels) if d == "C" else d for d in dims)
+    expected = f"a float32 tensor [{shape}]" + (f" of {kind}" if kind else "")
     if not isinstance(x, Tensor):
-        raise TypeError(f"{where}: expected a float32 tensor [N, {channels}, H, W], got {type(x).__name__}")
-    if x.dtype != torch.float32 or x.dim() != 4 or x.shape[1] != channels:
+        raise TypeError(f"{where}: expected {expected}, got {type(x).__name__}")
+    if x.dtype != torch.float32 or x.dim() != len(dims) or x.shape[dims.index("C")] != channels:
         raise ValueError(
-            f"{where}: expected a float32 tensor [N, {channels}, H, W] (the channel count of the export), "
-            f"got {x.dtype} {list(x.shape)}"
+            f"{where}: expected {expected} ({channels}: the channel count of the export), got {x.dtype} {list(x.shape)}"
         )
 
 

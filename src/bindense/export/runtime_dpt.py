@@ -208,7 +208,7 @@ class NativeBinaryLinear(_PreparedUnit):
         return f"{self.in_channels}, {self.out_channels}, bypass={self.bypass}, float_path={self.float_path}"
 
     def forward(self, x: Tensor) -> Tensor:
-        check_tokens(x, self.in_channels, f"unit {self.name!r}")
+        check_input(x, self.in_channels, f"unit {self.name!r}", "B, T, C", "tokens")
         if self.float_path:
             words = self.w_bits.view(self.out_channels, 1, 1, -1)
             w = unpack_words(words, self.in_channels).reshape(self.out_channels, self.in_channels)
@@ -236,17 +236,6 @@ class NativeBinaryLinear(_PreparedUnit):
         if not terms:
             return None
         return sum(terms[1:], terms[0]).float().contiguous()
-
-
-def check_tokens(x: Any, channels: int, where: str) -> None:
-    """Raise a clear error unless ``x`` is a float32 tensor ``[B, T, channels]``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{where}: expected a float32 tensor [B, T, {channels}] (tokens), got {type(x).__name__}")
-    if x.dtype != torch.float32 or x.dim() != 3 or x.shape[2] != channels:
-        raise ValueError(
-            f"{where}: expected a float32 tensor [B, T, {channels}] (tokens; the channel count of the export), "
-            f"got {x.dtype} {list(x.shape)}"
-        )
 
 
 # --------------------------------------------------------------------------------------- the transposed conv
