@@ -2,46 +2,48 @@
 // path's namespace and target region, after every header (no includes here, so no inline function of a header is
 // compiled in one ISA's flavour and shared with another).
 //
-// The loops run on GCC vector types of 16 floats and 8 doubles, which each target region lowers to its widest
-// registers (one AVX-512 register, two AVX2 ones, four SSE2 ones); the float operations are IEEE, element by
+// The path defines its register before the include: `fv`, a GCC vector of kV floats (16 on avx512, 8 on avx2, 4 on
+// generic), `dv` of kV / 2 doubles, and `widen_lo` / `widen_hi` (the first and the last kV / 2 floats of an fv, in
+// double: one instruction each). The loops run on whole registers; the float operations are IEEE, element by
 // element, so every path computes the same bits. Every reduction runs in kLanes = 16 double lanes: lane j adds the
-// elements 16 m + j of the full blocks, then the tail elements go to lanes 0, 1, ..., and the lanes are folded in a
-// fixed tree. The order does not depend on the vector width, and double lanes make the per-plane sums more
-// accurate than float32 ones. Elementwise values are the float32 operations of the eager node in its order (no
-// contraction: see train_ops.cpp).
+// elements 16 m + j of the full blocks of 16 (kR = 16 / kV registers per block, 2 kR double registers of sums),
+// then the tail elements go to lanes 0, 1, ..., and the lanes are folded in a fixed tree. The order does not
+// depend on the register width, and double lanes make the per-plane sums more accurate than float32 ones.
+// Elementwise values are the float32 operations of the eager node in its order (no contraction: see
+// train_ops.cpp).
 
 constexpr int kLanes = 16;
+constexpr int kV = sizeof(fv) / sizeof(float);  // floats per register
+constexpr int kR = kLanes / kV;                 // registers per block of 16 lanes
+typedef int32_t iv __attribute__((vector_size(sizeof(fv))));
 
-typedef float f16 __attribute__((vector_size(64)));
-typedef int32_t i16 __attribute__((vector_size(64)));
-typedef double d8 __attribute__((vector_size(64)));
-
-inline f16 load16(const float* p) {
-  f16 v;
+inline fv load(const float* p) {
+  fv v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store16(float* p, f16 v) { __builtin_memcpy(p, &v, sizeof v); }
-// the first and the last 8 of 16 floats, in double
-inline d8 widen_lo(f16 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8); }
-inline d8 widen_hi(f16 v) {
-  return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8);
-}
+inline void store(float* p, fv v) { __builtin_memcpy(p, &v, sizeof v); }
 constexpr int32_t kSignBit = static_cast<int32_t>(0x80000000u);
-inline f16 abs16(f16 v) { return (f16)((i16)v & ~kSignBit); }
+inline fv absv(fv v) { return (fv)((iv)v & ~kSignBit); }
 // v with its sign flipped where s's sign bit is set (exact)
-inline f16 flipsign16(f16 v, f16 s) { return (f16)((i16)v ^ ((i16)s & kSignBit)); }
+inline fv flipsign(fv v, fv s) { return (fv)((iv)v ^ ((iv)s & kSignBit)); }
 // copysign(mag, v) for mag >= 0: mag's bits with v's sign bit, as copysignf
-inline f16 copysign16(float mag, f16 v) { return (f16)(((i16)v & kSignBit) | (i16)(f16{} + mag)); }
+inline fv copysignv(float mag, fv v) { return (fv)(((iv)v & kSignBit) | (iv)(fv{} + mag)); }
 
-// 16 double lanes: two vector registers while the blocks run (lo: lanes 0-7, hi: 8-15; plain locals, so that they
-// stay in registers), then an array for the tail elements and the fold.
+// 16 double lanes: 2 kR registers while the blocks run (register 2 r: the lanes of the block's r-th float register
+// that widen_lo takes, 2 r + 1: those of widen_hi; plain members, kept in registers by the unrolled loops), then an
+// array for the tail elements and the fold.
+struct Lanes {
+  dv reg[2 * kR] = {};
+  // adds register r of a block of 16 to its lanes
+  void add(int r, fv v) {
+    reg[2 * r] += widen_lo(v);
+    reg[2 * r + 1] += widen_hi(v);
+  }
+};
 struct LaneArray {
   double lane[kLanes];
-  LaneArray(d8 lo, d8 hi) {
-    __builtin_memcpy(lane, &lo, sizeof lo);
-    __builtin_memcpy(lane + 8, &hi, sizeof hi);
-  }
+  explicit LaneArray(const Lanes& acc) { __builtin_memcpy(lane, acc.reg, sizeof lane); }
   double fold() {
     for (int w = kLanes / 2; w > 0; w /= 2)
       for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
@@ -49,42 +51,40 @@ struct LaneArray {
   }
 };
 
-// s = (x - thr) + 0 (-0 -> +0), DAB's shifted input, per element and per block of 16.
+// s = (x - thr) + 0 (-0 -> +0), DAB's shifted input, per element and per register.
 inline float shift1(float x, float thr) { return (x - thr) + 0.0f; }
-inline f16 shift16(f16 x, float thr) { return (x - thr) + 0.0f; }
+inline fv shiftv(fv x, float thr) { return (x - thr) + 0.0f; }
+
+// sum of f(x) over a plane in the 16 double lanes, f elementwise on a register (fv) and on a float
+template <typename FV, typename F1>
+inline double plane_reduce(const float* x, int64_t n, FV fvec, F1 f1) {
+  Lanes acc;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma GCC unroll 4
+    for (int r = 0; r < kR; ++r) acc.add(r, fvec(load(x + i + r * kV)));
+  }
+  LaneArray lanes(acc);
+  for (int j = 0; i < n; ++i, ++j) lanes.lane[j] += static_cast<double>(f1(x[i]));
+  return lanes.fold();
+}
 
 // sum of x over a plane
 inline double plane_sum(const float* x, int64_t n) {
-  d8 lo = {}, hi = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const f16 v = load16(x + i);
-    lo += widen_lo(v);
-    hi += widen_hi(v);
-  }
-  LaneArray acc(lo, hi);
-  for (int j = 0; i < n; ++i, ++j) acc.lane[j] += static_cast<double>(x[i]);
-  return acc.fold();
+  return plane_reduce(x, n, [](fv v) { return v; }, [](float v) { return v; });
 }
 
 // sum of |s| over a plane, s = shift(x, thr) (not stored)
 inline double plane_abs_shift_sum(const float* x, float thr, int64_t n) {
-  d8 lo = {}, hi = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const f16 m = abs16(shift16(load16(x + i), thr));
-    lo += widen_lo(m);
-    hi += widen_hi(m);
-  }
-  LaneArray acc(lo, hi);
-  for (int j = 0; i < n; ++i, ++j) acc.lane[j] += static_cast<double>(__builtin_fabsf(shift1(x[i], thr)));
-  return acc.fold();
+  return plane_reduce(
+      x, n, [thr](fv v) { return absv(shiftv(v, thr)); },
+      [thr](float v) { return __builtin_fabsf(shift1(v, thr)); });
 }
 
 // xb = copysign(alpha, s), s = shift(x, thr)
 inline void plane_binarize(const float* x, float thr, float alpha, float* xb, int64_t n) {
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store16(xb + i, copysign16(alpha, shift16(load16(x + i), thr)));
+  for (; i + kV <= n; i += kV) store(xb + i, copysignv(alpha, shiftv(load(x + i), thr)));
   for (; i < n; ++i) xb[i] = __builtin_copysignf(alpha, shift1(x[i], thr));
 }
 
@@ -121,9 +121,9 @@ inline float surrogate1(float s, float g, float m2a) {
   const float t = __builtin_fabsf(s) - 1.0f;
   return ((t > 0.0f ? 0.0f : t) * g) * m2a;
 }
-inline f16 surrogate16(f16 s, f16 g, float m2a) {
-  const f16 t = abs16(s) - 1.0f;
-  return ((t > 0.0f ? f16{} : t) * g) * m2a;
+inline fv surrogatev(fv s, fv g, float m2a) {
+  const fv t = absv(s) - 1.0f;
+  return ((t > 0.0f ? fv{} : t) * g) * m2a;
 }
 
 void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
@@ -133,19 +133,20 @@ void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
     const float* x = p.x + q * n;
     float* g = p.out + q * n;
     // sum(g * xb) = alpha * sum(g * sign(s)): the signed g (g with its sign flipped where s < 0) summed in double
-    d8 xb_lo = {}, xb_hi = {}, g_lo = {}, g_hi = {};
+    Lanes gxb_acc, g_acc;
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes) {
-      const f16 sv = shift16(load16(x + i), thr), gv = load16(g + i);
-      const f16 signed_g = flipsign16(gv, sv);
-      xb_lo += widen_lo(signed_g);
-      xb_hi += widen_hi(signed_g);
-      const f16 r = surrogate16(sv, gv, m2a);
-      store16(g + i, r);
-      g_lo += widen_lo(r);
-      g_hi += widen_hi(r);
+#pragma GCC unroll 4
+      for (int r = 0; r < kR; ++r) {
+        const int64_t at = i + r * kV;
+        const fv sv = shiftv(load(x + at), thr), gv = load(g + at);
+        gxb_acc.add(r, flipsign(gv, sv));
+        const fv out = surrogatev(sv, gv, m2a);
+        store(g + at, out);
+        g_acc.add(r, out);
+      }
     }
-    LaneArray gxb(xb_lo, xb_hi), gsum(g_lo, g_hi);
+    LaneArray gxb(gxb_acc), gsum(g_acc);
     for (int j = 0; i < n; ++i, ++j) {
       const float si = shift1(x[i], thr), gi = g[i];
       gxb.lane[j] += static_cast<double>(__builtin_signbit(si) ? -gi : gi);
@@ -161,7 +162,7 @@ void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
 // wb = copysign(scale, w + 0) over a row (sign(-0) = +1)
 inline void row_binarize(const float* w, float scale, float* wb, int64_t n) {
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store16(wb + i, copysign16(scale, load16(w + i) + 0.0f));
+  for (; i + kV <= n; i += kV) store(wb + i, copysignv(scale, load(w + i) + 0.0f));
   for (; i < n; ++i) wb[i] = __builtin_copysignf(scale, w[i] + 0.0f);
 }
 
@@ -171,18 +172,20 @@ void weight_forward_rows(const WeightArgs& p, int64_t begin, int64_t end) {
   const int64_t n = p.K;
   for (int64_t o = begin; o < end; ++o) {
     const float* w = p.w + o * n;
-    d8 lo = {}, hi = {};
-    i16 inside = {};  // minus the count of |w| <= 1 per lane (a true comparison is -1)
+    Lanes acc;
+    iv inside = {};  // minus the count of |w| <= 1 per lane (a true comparison is -1)
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes) {
-      const f16 m = abs16(load16(w + i));
-      lo += widen_lo(m);
-      hi += widen_hi(m);
-      inside += (m <= 1.0f);
+#pragma GCC unroll 4
+      for (int r = 0; r < kR; ++r) {
+        const fv m = absv(load(w + i + r * kV));
+        acc.add(r, m);
+        inside += (m <= 1.0f);
+      }
     }
     int64_t outside = i;  // the full blocks' elements, less those inside (NaN compares false: outside)
-    for (int j = 0; j < kLanes; ++j) outside += inside[j];
-    LaneArray abs_sum(lo, hi);
+    for (int j = 0; j < kV; ++j) outside += inside[j];
+    LaneArray abs_sum(acc);
     for (int j = 0; i < n; ++i, ++j) {
       const float m = __builtin_fabsf(w[i]);
       abs_sum.lane[j] += static_cast<double>(m);
@@ -204,7 +207,7 @@ void weight_rebuild_rows(const WeightArgs& p, int64_t begin, int64_t end) {
 // The activation between units, LearnableBias -> PReLU [-> LearnableBias], per plane: t = x + b1[c],
 // y = t > 0 ? t : w[c] * t, then y + b2[c] (b2 optional): torch's float32 operations in its order.
 inline float prelu1(float t, float w) { return t > 0.0f ? t : w * t; }
-inline f16 prelu16(f16 t, float w) { return t > 0.0f ? t : w * t; }
+inline fv preluv(fv t, float w) { return t > 0.0f ? t : w * t; }
 
 void act_forward_planes(const ActArgs& p, int64_t begin, int64_t end) {
   const int64_t n = p.HW;
@@ -215,10 +218,10 @@ void act_forward_planes(const ActArgs& p, int64_t begin, int64_t end) {
     float* y = p.out + q * n;
     int64_t i = 0;
     if (p.b2) {
-      for (; i + kLanes <= n; i += kLanes) store16(y + i, prelu16(load16(x + i) + b1, w) + b2);
+      for (; i + kV <= n; i += kV) store(y + i, preluv(load(x + i) + b1, w) + b2);
       for (; i < n; ++i) y[i] = prelu1(x[i] + b1, w) + b2;
     } else {
-      for (; i + kLanes <= n; i += kLanes) store16(y + i, prelu16(load16(x + i) + b1, w));
+      for (; i + kV <= n; i += kV) store(y + i, preluv(load(x + i) + b1, w));
       for (; i < n; ++i) y[i] = prelu1(x[i] + b1, w);
     }
   }
@@ -237,10 +240,10 @@ void act_backward_planes(const ActArgs& p, int64_t begin, int64_t end) {
     float* gx = p.out + q * n;
     float* wt = p.wterm + q * n;
     int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-      const f16 t = load16(x + i) + b1, gv = load16(g + i);
-      store16(gx + i, t > 0.0f ? gv : w * gv);
-      store16(wt + i, t > 0.0f ? f16{} : t * gv);
+    for (; i + kV <= n; i += kV) {
+      const fv t = load(x + i) + b1, gv = load(g + i);
+      store(gx + i, t > 0.0f ? gv : w * gv);
+      store(wt + i, t > 0.0f ? fv{} : t * gv);
     }
     for (; i < n; ++i) {
       const float t = x[i] + b1, gi = g[i];

@@ -10,6 +10,7 @@
 #include "train_ops.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -63,6 +64,14 @@ inline float no_contract(float v) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
 namespace avx512 {
+// The path's register (train_body.h): 16 floats; 8 of them in double in one instruction (vcvtps2pd ymm -> zmm,
+// which GCC's __builtin_convertvector splits into four)
+typedef float fv __attribute__((vector_size(64)));
+typedef double dv __attribute__((vector_size(64)));
+inline dv widen_lo(fv v) { return (dv)_mm512_cvtps_pd((__m256)__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)); }
+inline dv widen_hi(fv v) {
+  return (dv)_mm512_cvtps_pd((__m256)__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
 #include "train_body.h"
 }  // namespace avx512
 #pragma GCC pop_options
@@ -70,11 +79,21 @@ namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx2")
 namespace avx2 {
+// 8 floats; 4 of them in double in one instruction
+typedef float fv __attribute__((vector_size(32)));
+typedef double dv __attribute__((vector_size(32)));
+inline dv widen_lo(fv v) { return (dv)_mm256_cvtps_pd((__m128)__builtin_shufflevector(v, v, 0, 1, 2, 3)); }
+inline dv widen_hi(fv v) { return (dv)_mm256_cvtps_pd((__m128)__builtin_shufflevector(v, v, 4, 5, 6, 7)); }
 #include "train_body.h"
 }  // namespace avx2
 #pragma GCC pop_options
 
 namespace generic {
+// 4 floats (SSE2, the x86-64 baseline); 2 of them in double in one instruction
+typedef float fv __attribute__((vector_size(16)));
+typedef double dv __attribute__((vector_size(16)));
+inline dv widen_lo(fv v) { return (dv)_mm_cvtps_pd((__m128)v); }
+inline dv widen_hi(fv v) { return (dv)_mm_cvtps_pd((__m128)__builtin_shufflevector(v, v, 2, 3, 0, 1)); }
 #include "train_body.h"
 }  // namespace generic
 
