@@ -135,7 +135,7 @@ class BinaryConvFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, a, k, b, act, weight_kind, weight_dims, geometry, saved, kernels="eager"):
         ctx.act, ctx.weight_kind, ctx.geometry, ctx.saved = act, weight_kind, geometry, saved
         ctx.shape, ctx.has_bias = x.shape, bias is not None
-        ctx.isa = native.native_isa(x, weight) if kernels == "native" else None
+        ctx.isa = native.native_isa(x, weight, a, k, b) if kernels == "native" else None
         # DAB on the native kernels keeps x and the per-plane threshold: s is recomputed where backward reads it
         ctx.native_dab = act == "dab" and ctx.isa is not None and saved == "exact"
         ctx.weight_isa = ctx.isa if _native_weight(weight, weight_kind, weight_dims) else None

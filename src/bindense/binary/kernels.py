@@ -26,22 +26,29 @@ from torch import Tensor
 UNIT_KERNELS = ("native", "eager")
 
 
+_EXTENSION: list = []  # the loaded extension module, once found (the kernels are called a few hundred times a step)
+
+
 def _extension():
-    from bindense.native import build  # noqa: PLC0415 - the extension is compiled on first use
+    if not _EXTENSION:
+        from bindense.native import build  # noqa: PLC0415 - the extension is compiled on first use
 
-    return build.extension()
+        module = build.extension()
+        if module is None:
+            return None
+        _EXTENSION.append(module)
+    return _EXTENSION[0]
 
 
-def _flat(*tensors: Tensor | None) -> list[Tensor | None]:
-    """Per-channel or per-plane parameters and statistics as the flat contiguous float buffers the kernels read."""
-    return [t.detach().reshape(-1).contiguous() if t is not None else None for t in tensors]
-
-
-def native_isa(*tensors: Tensor) -> str | None:
-    """The ISA path the kernels run for these tensors, or ``None`` where the eager ops must run instead."""
+def native_isa(*tensors: Tensor | None) -> str | None:
+    """The ISA path the kernels run for these tensors (``None`` entries skipped), or ``None`` where the eager ops
+    must run instead. The kernels read the per-channel and per-plane tensors as flat buffers: contiguous, any
+    shape with the expected number of elements."""
     if torch.compiler.is_compiling():
         return None
     for t in tensors:
+        if t is None:
+            continue
         if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
             return None
     if _extension() is None:
@@ -60,14 +67,14 @@ def dab_forward(x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str) -> tuple[T
     statistics shaped ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
     """
     n, c = x.shape[:2]
-    xb, stats = _extension().dab_forward(x, *_flat(a, k, b), isa)
+    xb, stats = _extension().dab_forward(x, a, k, b, isa)
     mean_x, mean_abs_s, alpha, thr = stats.view(4, n, c, 1, 1).unbind(0)
     return xb, mean_x, mean_abs_s, alpha, thr
 
 
 def dab_rebuild(x: Tensor, thr: Tensor, alpha: Tensor, isa: str) -> Tensor:
     """``copysign(alpha, (x - thr) + 0)``, the binarized input rebuilt from the unit's input."""
-    return _extension().dab_rebuild(x, *_flat(thr, alpha), isa)
+    return _extension().dab_rebuild(x, thr, alpha, isa)
 
 
 def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,8 +82,7 @@ def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: st
     ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate, ``s = (x - thr) + 0``), written into
     ``grad_xb``'s buffer."""
     n, c = x.shape[:2]
-    flat_thr, flat_alpha = _flat(thr, alpha)
-    grad, sums = _extension().dab_backward(x, flat_thr, grad_xb.contiguous(), flat_alpha, isa)
+    grad, sums = _extension().dab_backward(x, thr, grad_xb.contiguous(), alpha, isa)
     sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
     return grad, sum_gxb, sum_grad
 
@@ -85,23 +91,23 @@ def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, b
     """``(wb, scale, all_inside)`` for a weight whose output channels are its rows (dim 0): ``scale = mean|W|``
     per row (``scaled``; else ones), ``wb = copysign(scale, W)`` with sign(0) = +1, and whether every
     ``|W| <= 1`` (the clipped STE then passes the gradient unchanged). ``scale`` is shaped ``(O, 1, ...)``."""
-    wb, scale, outside = _extension().weight_forward(w.detach(), scaled, isa)
+    wb, scale, outside = _extension().weight_forward(w, scaled, isa)
     return wb, scale.view((w.shape[0],) + (1,) * (w.dim() - 1)), not bool(outside.any())
 
 
 def weight_rebuild(w: Tensor, scale: Tensor, isa: str) -> Tensor:
     """``copysign(scale, W)`` per row (sign(0) = +1), the binarized weight rebuilt in backward."""
-    return _extension().weight_rebuild(w.detach(), *_flat(scale), isa)
+    return _extension().weight_rebuild(w, scale, isa)
 
 
 def act_forward(x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -> Tensor:
     """LearnableBias -> PReLU [-> LearnableBias] on ``x`` [N, C, H, W]: ``prelu(x + b1; w) (+ b2)`` in one pass,
     torch's float32 operations in its order (bit for bit the modules' output)."""
-    return _extension().act_forward(x, *_flat(b1, w, b2), isa)
+    return _extension().act_forward(x, b1, w, b2, isa)
 
 
 def act_backward(x: Tensor, b1: Tensor, w: Tensor, grad: Tensor, isa: str) -> tuple[Tensor, Tensor]:
     """``(grad_x, weight_terms)`` of :func:`act_forward` from the output's gradient: ``grad_x`` (also the gradient
     reaching ``b1``) and PReLU's weight-gradient terms ``t > 0 ? 0 : t * grad`` (``t = x + b1``), full size, both
     torch's float32 expressions bit for bit."""
-    return tuple(_extension().act_backward(x, *_flat(b1, w), grad.contiguous(), isa))
+    return tuple(_extension().act_backward(x, b1, w, grad.contiguous(), isa))
