@@ -328,3 +328,40 @@ def test_bias_prelu_same_bits_on_every_isa_path() -> None:
             native.set_isa(None)
     for res in results[1:]:
         assert all(_same_bits(a, b) for a, b in zip(results[0], res))
+
+
+def test_non_contiguous_dab_parameter_runs_the_eager_ops() -> None:
+    """The kernels read DAB's parameters as flat buffers: a non-contiguous one (here an expanded ``a``) sends the
+    node to its eager ops, with the eager node's values and gradients (on the unit itself: a deep copy would make
+    the parameter contiguous)."""
+    unit = perturbed(BinaryConv2d(6, 10, 3, padding=1))
+    dab = unit.activation_binarizer
+    dab.a = torch.nn.Parameter(dab.a.detach()[:, :1].expand_as(dab.a))
+    assert not dab.a.is_contiguous()
+    x = _input(2, 6, 8, 8, seed=8)
+
+    def run() -> list[torch.Tensor]:
+        xi = x.clone().requires_grad_(True)
+        out = unit(xi)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(3)))
+        grads = [p.grad for p in unit.parameters()]
+        unit.zero_grad(set_to_none=True)
+        return [out.detach(), xi.grad, *grads]
+
+    assert not _native_node(unit, x)
+    got = run()
+    configure_lean(unit, unit_kernels="eager")
+    for i, (g, want) in enumerate(zip(got, run())):
+        assert _same_bits(g, want), i
+
+
+def test_train_kernel_bench_times_every_kernel_on_every_path() -> None:
+    """``scripts/benchmark.py --train-kernels``: a row per kernel and ISA path, the torch.add anchor, a table."""
+    from bindense.binary import kernel_bench
+
+    rows = kernel_bench.train_kernels(shapes=((1, 3, 5, 7),), threads=1, rounds=1, warmup=0)
+    got = {(r["kernel"], r["isa"]) for r in rows}
+    assert got == {(k, i) for k in kernel_bench.KERNELS for i in ISAS} | {("add", "torch")}
+    assert all(r["ms"] >= 0 and r["shape"] == [1, 3, 5, 7] for r in rows)
+    table = kernel_bench.format_rows(rows)
+    assert all(k in table for k in kernel_bench.KERNELS) and "| [1, 3, 5, 7], 1 threads, ms | " in table

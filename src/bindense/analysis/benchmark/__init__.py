@@ -141,6 +141,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--binary-conv", action="store_true",
                    help="only the 3x3 256->256 64x64 binary layer: native vs torch float vs OpenVINO (docs/NATIVE.md)")
     p.add_argument("--isa", default=None, help="--binary-conv: native ISA path (avx512|avx2|generic|all)")
+    p.add_argument("--train-kernels", action="store_true",
+                   help="only the native training kernels on every ISA path (docs/TRAINING.md section 5)")
     return p.parse_args(argv)
 
 
@@ -152,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         out = bench.run(threads=args.threads or 1, isa=args.isa, rounds=args.runs, warmup=args.warmup)
         print(json.dumps(out))
         return out
+    if args.train_kernels:
+        from bindense.binary import kernel_bench
+
+        rows = kernel_bench.train_kernels(threads=args.threads or 2, rounds=args.runs, warmup=args.warmup)
+        print(kernel_bench.format_rows(rows))
+        return {"train_kernels": rows}
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
