@@ -365,3 +365,22 @@ def test_train_kernel_bench_times_every_kernel_on_every_path() -> None:
     assert all(r["ms"] >= 0 and r["shape"] == [1, 3, 5, 7] for r in rows)
     table = kernel_bench.format_rows(rows)
     assert all(k in table for k in kernel_bench.KERNELS) and "| [1, 3, 5, 7], 1 threads, ms | " in table
+
+
+def test_dab_unit_evaluates_on_the_native_kernel(isa, monkeypatch) -> None:
+    """Without autograd a DAB unit binarizes its input on the native kernel (its weight through the weight
+    binarizer module, as the export writes it): the eager modules' output within float32 rounding of the
+    statistics; a hooked DAB, or unit_kernels=eager, runs the modules."""
+    unit = perturbed(BinaryConv2d(6, 10, 3, padding=1)).eval()
+    x = _input(2, 6, 8, 8, seed=9)
+    calls, real = [], K.dab_forward
+    monkeypatch.setattr(K, "dab_forward", lambda *args: calls.append(args[-1]) or real(*args))
+    with torch.no_grad():
+        got = unit(x)
+        want = configure_lean(copy.deepcopy(unit), unit_kernels="eager")(x)
+        handle = unit.activation_binarizer.register_forward_hook(lambda *_: None)
+        hooked = unit(x)
+        handle.remove()
+    assert calls == [isa]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(hooked, want)

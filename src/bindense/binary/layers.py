@@ -17,7 +17,7 @@ from bindense.binary import quantizers as q
 from bindense.binary.base import make_activation, make_weight
 from bindense.binary.binarizers import DAB, FullPrecision, ScaledSignWeight, SignActivation, SignWeight
 from bindense.binary.bypass import cfb, cfb_add_
-from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry
+from bindense.binary.fused import SAVED_FORMATS, BinaryConvFunction, ConvGeometry, native_inference
 from bindense.binary.kernels import UNIT_KERNELS
 
 BYPASSES = ("none", "cfb")
@@ -183,22 +183,27 @@ class _BinaryUnit:
     def _fused_op(self, x: Tensor, geometry: ConvGeometry) -> Tensor | None:
         """``op(binarized W, binarized x)`` as one :class:`BinaryConvFunction` node, or None where not fusable.
 
-        Only where autograd records (training) and no hook watches a binarizer: without gradients nothing is
-        saved, and the binarizer modules' eager ops are what the export reproduces bit for bit; hooked binarizer
-        modules run as themselves (their hooks fire, e.g. for diagnostics).
+        Hooked binarizer modules run as themselves (their hooks fire, e.g. for diagnostics). Without autograd
+        (evaluation) nothing is saved: a DAB unit binarizes its input with :func:`native_inference` on the native
+        kernel where it applies and its weight with its weight binarizer module (torch's sums, as the export
+        writes the weight), everything else runs the binarizer modules.
         """
         act = _FUSED_ACTIVATIONS.get(type(self.activation_binarizer))
-        kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
-        if not (self.fused and torch.is_grad_enabled()) or act is None or kind is None:
-            return None
-        if q.reference_enabled() or x.dim() != 4:
+        if not self.fused or act is None or q.reference_enabled() or x.dim() != 4:
             return None
         binarizer = self.activation_binarizer
         if act == "dab" and (binarizer.channels_last or binarizer.group_size is not None):
             return None  # grouped DAB (method.dab_groups) runs its own module
-        if "zero" in (binarizer.sign_zero, getattr(self.weight_binarizer, "sign_zero", "plus")):
-            return None  # the node implements sign(0) = +1 only (method.sign_zero, docs/METHODS.md)
-        if _hooked(binarizer) or _hooked(self.weight_binarizer):
+        if binarizer.sign_zero == "zero" or _hooked(binarizer):
+            return None  # the node implements sign(0) = +1 only (method.sign_zero); a hooked binarizer runs itself
+        if not torch.is_grad_enabled():
+            if act != "dab" or self.unit_kernels != "native":
+                return None
+            return native_inference(x, binarizer, self.binary_weight(), self.bias, geometry)
+        kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
+        if kind is None or getattr(self.weight_binarizer, "sign_zero", "plus") == "zero":
+            return None
+        if _hooked(self.weight_binarizer):
             return None  # a hooked binarizer (diagnostics, entropy) must run as itself
         dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
         a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
