@@ -384,3 +384,8 @@ def test_dab_unit_evaluates_on_the_native_kernel(isa, monkeypatch) -> None:
     assert calls == [isa]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert torch.equal(hooked, want)
+    weight_calls = []  # where the kernel does not apply (float64), the weight is binarized once, by the module path
+    unit.double().weight_binarizer.register_forward_hook(lambda *_: weight_calls.append(1))
+    with torch.no_grad():
+        unit(x.double())
+    assert calls == [isa] and weight_calls == [1]

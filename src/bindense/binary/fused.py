@@ -122,14 +122,10 @@ def _weight_grad(grad_wb: Tensor, w: Tensor, all_inside: bool) -> Tensor:
     return grad_wb if all_inside else grad_wb.mul_(w.abs() <= 1)
 
 
-def native_inference(x: Tensor, dab, weight: Tensor, bias: Tensor | None, geometry: ConvGeometry) -> Tensor | None:
+def native_inference(x: Tensor, dab, weight: Tensor, bias: Tensor | None, geometry: ConvGeometry, isa: str) -> Tensor:
     """A DAB unit's forward without autograd (evaluation): ``conv(xb, weight) + bias`` with the binarized input from
-    the native DAB kernel (one pass over ``x`` per plane instead of six, nothing kept; the value of
-    :class:`BinaryConvFunction`'s forward), ``weight`` already binarized by the caller; ``None`` where the kernel
-    does not apply (the caller then runs the binarizer module)."""
-    isa = native.native_isa(x, dab.a, dab.k, dab.b)
-    if isa is None:
-        return None
+    the native DAB kernel on ``isa`` (one pass over ``x`` per plane instead of six, nothing kept; the value of
+    :class:`BinaryConvFunction`'s forward), ``weight`` already binarized by the caller."""
     return geometry(native.dab_forward(x, dab.a, dab.k, dab.b, isa)[0], weight, bias)
 
 

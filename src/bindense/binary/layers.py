@@ -197,9 +197,10 @@ class _BinaryUnit:
         if binarizer.sign_zero == "zero" or _hooked(binarizer):
             return None  # the node implements sign(0) = +1 only (method.sign_zero); a hooked binarizer runs itself
         if not torch.is_grad_enabled():
-            if act != "dab" or self.unit_kernels != "native":
+            isa = native.native_isa(x, binarizer.a, binarizer.k, binarizer.b) if act == "dab" else None
+            if isa is None or self.unit_kernels != "native":
                 return None
-            return native_inference(x, binarizer, self.binary_weight(), self.bias, geometry)
+            return native_inference(x, binarizer, self.binary_weight(), self.bias, geometry, isa)
         kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
         if kind is None or getattr(self.weight_binarizer, "sign_zero", "plus") == "zero":
             return None
