@@ -101,7 +101,7 @@ class BiasPReLU(nn.Sequential):
             return None
         if _hooked(self) or any(_hooked(m) for m in self):
             return None
-        return native.native_isa(x, self[0].bias, self[1].weight)
+        return native.native_isa(x, self[0].bias, self[1].weight, self[2].bias if len(self) == 3 else None)
 
 
 class RPReLU(BiasPReLU):
