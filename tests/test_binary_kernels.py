@@ -389,3 +389,13 @@ def test_dab_unit_evaluates_on_the_native_kernel(isa, monkeypatch) -> None:
     with torch.no_grad():
         unit(x.double())
     assert calls == [isa] and weight_calls == [1]
+
+
+def test_non_contiguous_activation_bias_runs_the_modules() -> None:
+    """RPReLU with a non-contiguous second bias (the kernels read flat buffers) runs its modules, no error."""
+    act = RPReLU(4)
+    act[2].bias = torch.nn.Parameter(torch.full((1, 1, 1, 1), 0.3).expand(1, 4, 1, 1))
+    x = _input(2, 4, 5, 6, seed=10)
+    assert act._native_isa(x) is None
+    want = torch.nn.Sequential(*act)(x)
+    assert _same_bits(act(x), want)
