@@ -25,33 +25,35 @@ KERNELS = ("dab_forward", "dab_rebuild", "dab_backward", "weight_forward", "weig
            "act_backward")  # fmt: skip
 
 
-def _calls(shape: tuple[int, ...], isa: str, g: torch.Generator) -> dict[str, Callable[[], object]]:
-    """One callable per kernel on ``isa``; DAB's backward writes into its gradient, so it gets a fresh copy (made
-    outside the timed call by :func:`_timed`)."""
-    n, c = shape[:2]
+def _calls(shape: tuple[int, ...], isa: str, g: torch.Generator) -> dict[str, tuple[Callable, Callable]]:
+    """Per kernel on ``isa``: ``(prepare, run)``; ``run(*prepare())`` is timed, ``prepare`` is not (DAB's backward
+    writes into its gradient, so it gets a fresh copy each call)."""
+    c = shape[1]
     x, grad = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     a, k, b = (torch.rand(1, c, 1, 1, generator=g) for _ in range(3))
     w = torch.randn(c, c, 3, 3, generator=g) * 0.1
     b1, slope = torch.randn(1, c, 1, 1, generator=g) * 0.1, torch.full((c,), 0.25)
     *_, alpha, thr = K.dab_forward(x, a, k, b, isa)
     _, scale, _ = K.weight_forward(w, True, isa)
+
+    def nothing() -> tuple:
+        return ()
+
     return {
-        "dab_forward": lambda: K.dab_forward(x, a, k, b, isa)[0],
-        "dab_rebuild": lambda: K.dab_rebuild(x, thr, alpha, isa),
-        "dab_backward": lambda fresh: K.dab_backward(x, thr, fresh, alpha, isa)[0],
-        "weight_forward": lambda: K.weight_forward(w, True, isa)[0],
-        "weight_rebuild": lambda: K.weight_rebuild(w, scale, isa),
-        "act_forward": lambda: K.act_forward(x, b1, slope, b1, isa),
-        "act_backward": lambda: K.act_backward(x, b1, slope, grad, isa)[0],
-        "_grad": lambda: grad.clone(),
+        "dab_forward": (nothing, lambda: K.dab_forward(x, a, k, b, isa)[0]),
+        "dab_rebuild": (nothing, lambda: K.dab_rebuild(x, thr, alpha, isa)),
+        "dab_backward": (lambda: (grad.clone(),), lambda fresh: K.dab_backward(x, thr, fresh, alpha, isa)[0]),
+        "weight_forward": (nothing, lambda: K.weight_forward(w, True, isa)[0]),
+        "weight_rebuild": (nothing, lambda: K.weight_rebuild(w, scale, isa)),
+        "act_forward": (nothing, lambda: K.act_forward(x, b1, slope, b1, isa)),
+        "act_backward": (nothing, lambda: K.act_backward(x, b1, slope, grad, isa)[0]),
     }
 
 
-def _timed(name: str, calls: dict[str, Callable]) -> tuple[float, torch.Tensor]:
-    fn = calls[name]
-    fresh = calls["_grad"]() if name == "dab_backward" else None
+def _timed(prepare: Callable, run: Callable) -> tuple[float, torch.Tensor]:
+    args = prepare()
     t0 = time.perf_counter()
-    out = fn(fresh) if fresh is not None else fn()
+    out = run(*args)
     return (time.perf_counter() - t0) * 1e3, out
 
 
@@ -77,7 +79,7 @@ def train_kernels(shapes=SHAPES, threads: int = 2, rounds: int = 15, warmup: int
                 for name in KERNELS:
                     outs = {}
                     for isa in isas:
-                        ms, outs[isa] = _timed(name, per_isa[isa])
+                        ms, outs[isa] = _timed(*per_isa[isa][name])
                         if r >= warmup:
                             times.setdefault((name, isa), []).append(ms)
                     if r == 0 and any(not torch.equal(o, outs[isas[0]]) for o in outs.values()):

@@ -197,15 +197,16 @@ class _BinaryUnit:
         if binarizer.sign_zero == "zero" or _hooked(binarizer):
             return None  # the node implements sign(0) = +1 only (method.sign_zero); a hooked binarizer runs itself
         if not torch.is_grad_enabled():
-            isa = native.native_isa(x, binarizer.a, binarizer.k, binarizer.b) if act == "dab" else None
-            if isa is None or self.unit_kernels != "native":
+            if act != "dab" or self.unit_kernels != "native":
+                return None
+            isa = native.native_isa(x, binarizer.a, binarizer.k, binarizer.b)
+            if isa is None:
                 return None
             return native_inference(x, binarizer, self.binary_weight(), self.bias, geometry, isa)
-        kind = _FUSED_WEIGHTS.get(type(self.weight_binarizer))
-        if kind is None or getattr(self.weight_binarizer, "sign_zero", "plus") == "zero":
-            return None
-        if _hooked(self.weight_binarizer):
-            return None  # a hooked binarizer (diagnostics, entropy) must run as itself
+        weights = self.weight_binarizer
+        kind = _FUSED_WEIGHTS.get(type(weights))
+        if kind is None or getattr(weights, "sign_zero", "plus") == "zero" or _hooked(weights):
+            return None  # the weight binarizer is not fusable, zero-signed, or hooked (it must run as itself)
         dims = self.weight_binarizer.reduce_dims(self.weight) if kind == "scaled_sign" else ()
         a, k, b = (binarizer.a, binarizer.k, binarizer.b) if act == "dab" else (None, None, None)
         return BinaryConvFunction.apply(
