@@ -17,6 +17,7 @@ from bindense import native
 from bindense.binary import BiasPReLU, BinaryConv2d, RPReLU
 from bindense.binary import kernels as K
 from bindense.binary.bypass import cfb, cfb_add_
+from bindense.binary.fused import BinaryConvFunction, ConvGeometry
 from bindense.binary.layers import configure_lean
 
 ISAS = [name for name in native.supported_isas() if name != "torch"]
@@ -88,6 +89,11 @@ def test_dab_backward_matches_formulas(isa, shape, zero_shift) -> None:
     # the ApproxSign surrogate 2 max(1 - |s|, 0) times alpha: the eager expression, bit for bit
     eager = s.abs().sub_(1.0).clamp_(max=0.0).mul_(grad).mul_(-2.0 * alpha)
     assert _same_bits(grad_s, eager)
+    # the same pass rebuilding xb on the side: the same gradient and sums, and the rebuild's xb
+    *same, xb_again = K.dab_backward(x, thr, grad.clone(), alpha, isa, rebuild=True)
+    for u, v in zip(same, (grad_s, sum_gxb, sum_grad)):
+        assert _same_bits(u, v)
+    assert _same_bits(xb_again, xb)
     if zero_shift:  # |s| = 1 and s = 0 in the input: no gradient at the clip point, 2 alpha g at 0
         assert grad_s.view(-1)[0] == 0 and grad_s.view(-1)[2] == 0
         assert grad_s.view(-1)[1] == 2 * alpha.view(-1)[1 // (shape[2] * shape[3])] * grad.view(-1)[1]
@@ -159,6 +165,31 @@ def test_native_unit_matches_reference(isa, name) -> None:
         scale = max(r.abs().max().item(), 1.0)  # (a conv bias before BN has a gradient of 0 up to rounding)
         torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=5e-6 * scale, msg=lambda m, i=i: f"{i}: {m}")
         torch.testing.assert_close(g, e, rtol=1e-5, atol=5e-6 * scale, msg=lambda m, i=i: f"{i}: {m}")
+
+
+@pytest.mark.parametrize("stride, groups, frozen", [(1, 1, False), (2, 1, False), (1, 4, False), (1, 8, False),
+                                                    (1, 1, True)])
+def test_native_backward_is_one_convolution_backward(isa, stride, groups, frozen) -> None:
+    """The node's backward (the input gradient first, then the weight gradient from the xb that DAB's backward
+    kernel rebuilt) gives the bits of the binarized operands through one ``convolution_backward`` call."""
+    x = _input(2, 8, 9, 9, seed=5)
+    a, k, b = _params(8, 6, False)
+    weight = torch.randn(8, 8 // groups, 3, 3, generator=torch.Generator().manual_seed(7)) * 0.6
+    bias = torch.randn(8, generator=torch.Generator().manual_seed(8))
+    leaves = [t.clone().requires_grad_(not (frozen and i in (1, 2))) for i, t in enumerate((x, weight, bias, a, k, b))]
+    geometry = ConvGeometry((stride, stride), (1, 1), (1, 1), False, (0, 0), groups)
+    out = BinaryConvFunction.apply(*leaves, "dab", "scaled_sign", (1, 2, 3), geometry, "exact", "native")
+    assert out.grad_fn.isa == isa
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+    got = torch.autograd.grad(out, [t for t in leaves if t.requires_grad], grad)
+    xb, _, _, alpha, thr = K.dab_forward(x, a, k, b, isa)
+    wb = K.weight_forward(weight, True, isa)[0]
+    grad_xb, grad_wb, grad_bias = geometry.backward(grad, xb, wb, bias, [True, True, True])
+    want = [K.dab_backward(x, thr, grad_xb, alpha, isa)[0]]
+    if not frozen:
+        want += [grad_wb * (weight.abs() <= 1), grad_bias]
+    for g, w in zip(got, want):
+        assert _same_bits(g, w)
 
 
 def test_every_isa_path_gives_the_same_bits() -> None:

@@ -170,11 +170,13 @@ class BinaryConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         needs = ctx.needs_input_grad
-        native_dab = ctx.native_dab
+        need_x = needs[0] or (ctx.act == "dab" and any(needs[3:6]))
+        if ctx.native_dab and need_x:
+            return _native_dab_backward(ctx, grad)
         if ctx.act == "dab":
             # stored, extra: (x, thr) with the native kernels, else (s, nothing) or (s in bfloat16, its sign bits)
             stored, extra, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
-            if native_dab:
+            if ctx.native_dab:
                 xb = native.dab_rebuild(stored, extra, alpha, ctx.isa)
             elif ctx.saved == "bf16":
                 xb = _signs_from_bits(extra, ctx.shape, alpha, alpha.dtype)
@@ -185,11 +187,7 @@ class BinaryConvFunction(torch.autograd.Function):
             xb = _signs_from_bits(
                 signs, ctx.shape, torch.ones((), dtype=weight.dtype, device=weight.device), weight.dtype
             )
-        if ctx.weight_isa is not None:
-            wb = native.weight_rebuild(weight, scale, ctx.weight_isa)
-        else:
-            wb = _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
-        need_x = needs[0] or (ctx.act == "dab" and any(needs[3:6]))
+        wb = _rebuild_weight(ctx, weight, scale)
         grad_xb, grad_wb, grad_bias = ctx.geometry.backward(
             grad, xb, wb, bias, [need_x, needs[1], ctx.has_bias and needs[2]]
         )
@@ -201,13 +199,7 @@ class BinaryConvFunction(torch.autograd.Function):
             if needs[0]:
                 grad_x = grad_xb.mul_(unpack_bits(inside, ctx.shape))
             return grad_x, grad_w, grad_bias, None, None, None, *none
-        if need_x and native_dab:
-            del xb
-            grad_x, sum_gxb, per_sample = native.dab_backward(stored, extra, grad_xb, alpha, ctx.isa)
-            grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
-            grad_b = _sum_to(-per_sample, a)
-            grad_k = _sum_to(-(per_sample * mean_x), a)
-        elif need_x:
+        if need_x:
             dims = tuple(range(2, len(ctx.shape)))
             s_abs = stored.to(alpha.dtype).abs() if ctx.saved == "bf16" else stored.abs()
             # dL/da = sum(g * alpha sign(s)) * (mean|s| - 1), in xb's buffer
@@ -219,3 +211,38 @@ class BinaryConvFunction(torch.autograd.Function):
             grad_b = _sum_to(-per_sample, a)
             grad_k = _sum_to(-(per_sample * mean_x), a)
         return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *none
+
+
+def _rebuild_weight(ctx, weight: Tensor, scale: Tensor | None) -> Tensor:
+    """The binarized weight of the forward pass, rebuilt from the latent weight and its scale."""
+    if ctx.weight_isa is not None:
+        return native.weight_rebuild(weight, scale, ctx.weight_isa)
+    return _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
+
+
+def _native_dab_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    """:class:`BinaryConvFunction`'s backward on the native DAB kernels when the input's gradient is wanted.
+
+    The convolution's input gradient comes first (it reads only the weights), then DAB's backward kernel turns it
+    into ``x``'s gradient and rebuilds the binarized input in the same pass over ``x``, and only then the weight
+    (and bias) gradient reads that binarized input: one pass over ``x`` less than rebuilding it first. The two
+    ``convolution_backward`` calls are the primitives one call runs (the same values); the stand-ins for the
+    tensors whose values a gradient does not read (``x`` for ``xb``, ``W`` for ``W_b``) have their shapes and
+    layouts.
+    """
+    needs = ctx.needs_input_grad
+    x, thr, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
+    geometry, weight_mask = ctx.geometry, [needs[1], ctx.has_bias and needs[2]]
+    wb = _rebuild_weight(ctx, weight, scale)
+    grad_xb = geometry.backward(grad, x, wb, bias, [True, False, False])[0]
+    del wb
+    rebuild = any(weight_mask)
+    grad_x, sum_gxb, per_sample, *xb = native.dab_backward(x, thr, grad_xb, alpha, ctx.isa, rebuild)
+    grad_w = grad_bias = None
+    if rebuild:
+        _, grad_wb, grad_bias = geometry.backward(grad, xb.pop(), weight, bias, [False, *weight_mask])
+        grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
+    grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
+    grad_b = _sum_to(-per_sample, a)
+    grad_k = _sum_to(-(per_sample * mean_x), a)
+    return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *(None,) * 6

@@ -77,14 +77,17 @@ def dab_rebuild(x: Tensor, thr: Tensor, alpha: Tensor, isa: str) -> Tensor:
     return _extension().dab_rebuild(x, thr, alpha, isa)
 
 
-def dab_backward(x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor]:
+def dab_backward(
+    x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str, rebuild: bool = False
+) -> tuple[Tensor, ...]:
     """``(grad_s, sum(grad_xb * xb), sum(grad_s))``, the sums per plane shaped ``(N, C, 1, 1)``; ``grad_s`` is
     ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate, ``s = (x - thr) + 0``), written into
-    ``grad_xb``'s buffer."""
+    ``grad_xb``'s buffer. With ``rebuild``, a fourth value: ``xb``, :func:`dab_rebuild`'s, from the same pass over
+    ``x`` (the weight gradient's input, when the input gradient is computed first)."""
     n, c = x.shape[:2]
-    grad, sums = _extension().dab_backward(x, thr, grad_xb.contiguous(), alpha, isa)
+    grad, sums, *xb = _extension().dab_backward(x, thr, grad_xb.contiguous(), alpha, isa, rebuild)
     sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
-    return grad, sum_gxb, sum_grad
+    return (grad, sum_gxb, sum_grad, *xb)
 
 
 def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, bool]:

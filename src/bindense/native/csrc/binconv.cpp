@@ -744,7 +744,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("train_isas", &bdn::train::train_isas, "ISA paths of the training-unit kernels on this CPU, best first");
   m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: binarized input and statistics");
   m.def("dab_rebuild", &bdn::train::dab_rebuild, "DAB binarized input copysign(alpha, (x - thr) + 0)");
-  m.def("dab_backward", &bdn::train::dab_backward, "DAB backward in the gradient's buffer, with per-plane sums");
+  m.def("dab_backward", &bdn::train::dab_backward,
+        "DAB backward in the gradient's buffer, with per-plane sums (and the binarized input, with rebuild)",
+        py::arg("x"), py::arg("thr"), py::arg("grad"), py::arg("alpha"), py::arg("isa"), py::arg("rebuild") = false);
   m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts");
   m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale");
   m.def("act_forward", &bdn::train::act_forward, "LearnableBias -> PReLU [-> LearnableBias] in one pass",

@@ -126,12 +126,15 @@ inline fv surrogatev(fv s, fv g, float m2a) {
   return ((t > 0.0f ? fv{} : t) * g) * m2a;
 }
 
+// With p.xb, the pass also writes xb = copysign(alpha, s) (the binarized input for the weight gradient): one read of
+// x for both.
 void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
   const int64_t n = p.HW;
   for (int64_t q = begin; q < end; ++q) {
     const float alpha = p.alpha[q], m2a = -2.0f * alpha, thr = p.thr[q];
     const float* x = p.x + q * n;
     float* g = p.out + q * n;
+    float* xb = p.xb ? p.xb + q * n : nullptr;
     // sum(g * xb) = alpha * sum(g * sign(s)): the signed g (g with its sign flipped where s < 0) summed in double
     Lanes gxb_acc, g_acc;
     int64_t i = 0;
@@ -140,6 +143,7 @@ void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
       for (int r = 0; r < kR; ++r) {
         const int64_t at = i + r * kV;
         const fv sv = shiftv(load(x + at), thr), gv = load(g + at);
+        if (xb) store(xb + at, copysignv(alpha, sv));
         gxb_acc.add(r, flipsign(gv, sv));
         const fv out = surrogatev(sv, gv, m2a);
         store(g + at, out);
@@ -149,6 +153,7 @@ void dab_backward_planes(const DabBackwardArgs& p, int64_t begin, int64_t end) {
     LaneArray gxb(gxb_acc), gsum(g_acc);
     for (int j = 0; i < n; ++i, ++j) {
       const float si = shift1(x[i], thr), gi = g[i];
+      if (xb) xb[i] = __builtin_copysignf(alpha, si);
       gxb.lane[j] += static_cast<double>(__builtin_signbit(si) ? -gi : gi);
       const float gx = surrogate1(si, gi, m2a);
       g[i] = gx;

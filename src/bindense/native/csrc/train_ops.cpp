@@ -32,6 +32,7 @@ struct DabBackwardArgs {
   const float *thr, *alpha;       // [N * C]
   float* out;                     // rebuild: xb; backward: the gradient, in place
   float *sum_gxb, *sum_grad;  // [N * C]
+  float* xb;                  // backward: also the binarized input, rebuilt in the same pass (or null)
   int64_t HW;
 };
 
@@ -187,7 +188,7 @@ DabBackwardArgs backward_args(const at::Tensor& x, const at::Tensor& thr, const 
   check_float(alpha, "alpha");
   TORCH_CHECK(x.dim() == 4 && thr.numel() == x.size(0) * x.size(1) && alpha.numel() == thr.numel(),
               "bindense.native.", fn, ": x must be [N, C, H, W], thr and alpha [N, C]");
-  return {x.data_ptr<float>(), thr.data_ptr<float>(), alpha.data_ptr<float>(), nullptr, nullptr, nullptr,
+  return {x.data_ptr<float>(), thr.data_ptr<float>(), alpha.data_ptr<float>(), nullptr, nullptr, nullptr, nullptr,
           x.size(2) * x.size(3)};
 }
 
@@ -203,7 +204,7 @@ at::Tensor dab_rebuild(const at::Tensor& x, const at::Tensor& thr, const at::Ten
 }
 
 std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr, at::Tensor grad,
-                                     const at::Tensor& alpha, const std::string& isa) {
+                                     const at::Tensor& alpha, const std::string& isa, bool rebuild) {
   const Path& path = find_path(isa);
   DabBackwardArgs args = backward_args(x, thr, alpha, "dab_backward");
   check_float(grad, "grad");
@@ -214,8 +215,15 @@ std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr,
   args.out = grad.data_ptr<float>();
   args.sum_gxb = sp;
   args.sum_grad = sp + NC;
+  at::Tensor xb;
+  if (rebuild) {
+    xb = at::empty_like(x);
+    args.xb = xb.data_ptr<float>();
+  }
   run(NC, args.HW, args, path.dab_backward);
-  return {grad, sums.view({2, x.size(0), x.size(1)})};
+  std::vector<at::Tensor> out{grad, sums.view({2, x.size(0), x.size(1)})};
+  if (rebuild) out.push_back(xb);
+  return out;
 }
 
 std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa) {

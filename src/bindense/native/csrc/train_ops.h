@@ -14,9 +14,9 @@ std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, co
 // xb = copysign(alpha, s), x [N, C, H, W], thr and alpha [N, C].
 at::Tensor dab_rebuild(const at::Tensor& x, const at::Tensor& thr, const at::Tensor& alpha, const std::string& isa);
 // In place in grad ([N, C, H, W], the gradient of xb on entry, of s on return): {grad, sums [2, N, C] =
-// sum(grad_xb * xb), sum(grad_s)}.
+// sum(grad_xb * xb), sum(grad_s)}, and with rebuild also xb (dab_rebuild's value) from the same pass over x.
 std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr, at::Tensor grad,
-                                     const at::Tensor& alpha, const std::string& isa);
+                                     const at::Tensor& alpha, const std::string& isa, bool rebuild);
 // w [O, ...] (rows contiguous): {wb, scale [O], outside [O] (count of |w| > 1 per row)}; scale = mean|w| per row
 // when scaled, else 1.
 std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa);
