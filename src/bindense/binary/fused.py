@@ -31,6 +31,7 @@ from torch import Tensor
 
 from bindense.binary import kernels as native
 from bindense.binary.quantizers import _signed, _sum_to, binary_sign, dab_statistics
+from bindense.binary.workspace import scratch
 
 #: Formats of the saved DAB input: ``exact`` (float32, default) or ``bf16`` (bfloat16 + packed signs).
 SAVED_FORMATS = ("exact", "bf16")
@@ -126,7 +127,11 @@ def native_inference(x: Tensor, dab, weight: Tensor, bias: Tensor | None, geomet
     """A DAB unit's forward without autograd (evaluation): ``conv(xb, weight) + bias`` with the binarized input from
     the native DAB kernel on ``isa`` (one pass over ``x`` per plane instead of six, nothing kept; the value of
     :class:`BinaryConvFunction`'s forward), ``weight`` already binarized by the caller."""
-    return geometry(native.dab_forward(x, dab.a, dab.k, dab.b, isa)[0], weight, bias)
+    workspace = scratch()
+    out = workspace.take(x)
+    y = geometry(native.dab_forward(x, dab.a, dab.k, dab.b, isa, out)[0], weight, bias)
+    workspace.give(out)
+    return y
 
 
 class BinaryConvFunction(torch.autograd.Function):
@@ -146,14 +151,21 @@ class BinaryConvFunction(torch.autograd.Function):
         # DAB on the native kernels keeps x and the per-plane threshold: s is recomputed where backward reads it
         ctx.native_dab = act == "dab" and ctx.isa is not None and saved == "exact"
         ctx.weight_isa = ctx.isa if _native_weight(weight, weight_kind, weight_dims) else None
+        # the native kernels' xb and wb are scratch (the convolution reads them once): large ones are lent
+        workspace = scratch()
+        wb_out = xb_out = None
         if ctx.weight_isa is not None:
-            wb, scale, ctx.all_inside = native.weight_forward(weight, weight_kind == "scaled_sign", ctx.weight_isa)
+            wb_out = workspace.take(weight)
+            wb, scale, ctx.all_inside = native.weight_forward(
+                weight, weight_kind == "scaled_sign", ctx.weight_isa, wb_out
+            )
         else:
             wb, scale = binarize_weight(weight, weight_kind, weight_dims)
             ctx.all_inside = _all_inside(weight, weight_kind)
         if act == "dab":
             if ctx.native_dab:
-                xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa)
+                xb_out = workspace.take(x)
+                xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa, xb_out)
                 stored = (x, thr)
             else:
                 dims = tuple(range(2, x.dim()))
@@ -165,7 +177,10 @@ class BinaryConvFunction(torch.autograd.Function):
         else:
             xb = binary_sign(x)
             ctx.save_for_backward(pack_bits(xb < 0), pack_bits(x.abs() <= 1), weight, scale, bias)
-        return geometry(xb, wb, bias)
+        y = geometry(xb, wb, bias)
+        workspace.give(xb_out)
+        workspace.give(wb_out)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -213,10 +228,11 @@ class BinaryConvFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *none
 
 
-def _rebuild_weight(ctx, weight: Tensor, scale: Tensor | None) -> Tensor:
-    """The binarized weight of the forward pass, rebuilt from the latent weight and its scale."""
+def _rebuild_weight(ctx, weight: Tensor, scale: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """The binarized weight of the forward pass, rebuilt from the latent weight and its scale (the native kernel
+    writes it into ``out`` where given)."""
     if ctx.weight_isa is not None:
-        return native.weight_rebuild(weight, scale, ctx.weight_isa)
+        return native.weight_rebuild(weight, scale, ctx.weight_isa, out)
     return _signed(scale, weight) if scale is not None else binarize_weight(weight, ctx.weight_kind, ())[0]
 
 
@@ -228,19 +244,22 @@ def _native_dab_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
     (and bias) gradient reads that binarized input: one pass over ``x`` less than rebuilding it first. The two
     ``convolution_backward`` calls are the primitives one call runs (the same values); the stand-ins for the
     tensors whose values a gradient does not read (``x`` for ``xb``, ``W`` for ``W_b``) have their shapes and
-    layouts.
+    layouts. The rebuilt ``W_b`` and ``xb`` are scratch, one at a time (large ones lent by the workspace).
     """
     needs = ctx.needs_input_grad
     x, thr, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
     geometry, weight_mask = ctx.geometry, [needs[1], ctx.has_bias and needs[2]]
-    wb = _rebuild_weight(ctx, weight, scale)
-    grad_xb = geometry.backward(grad, x, wb, bias, [True, False, False])[0]
-    del wb
+    workspace = scratch()
+    out = workspace.take(weight) if ctx.weight_isa is not None else None
+    grad_xb = geometry.backward(grad, x, _rebuild_weight(ctx, weight, scale, out), bias, [True, False, False])[0]
+    workspace.give(out)
     rebuild = any(weight_mask)
-    grad_x, sum_gxb, per_sample, *xb = native.dab_backward(x, thr, grad_xb, alpha, ctx.isa, rebuild)
+    out = workspace.take(x) if rebuild else None
+    grad_x, sum_gxb, per_sample, *xb = native.dab_backward(x, thr, grad_xb, alpha, ctx.isa, rebuild, out)
     grad_w = grad_bias = None
     if rebuild:
         _, grad_wb, grad_bias = geometry.backward(grad, xb.pop(), weight, bias, [False, *weight_mask])
+        workspace.give(out)
         grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
     grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
     grad_b = _sum_to(-per_sample, a)

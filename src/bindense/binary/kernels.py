@@ -59,15 +59,18 @@ def native_isa(*tensors: Tensor | None) -> str | None:
     return None if name == "torch" else name
 
 
-def dab_forward(x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def dab_forward(
+    x: Tensor, a: Tensor, k: Tensor, b: Tensor, isa: str, out: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """DAB over ``x`` [N, C, H, W] with per-channel ``a``, ``k``, ``b``: ``(xb, mean_x, mean_abs_s, alpha, thr)``.
 
     ``thr = k mean(x) + b``, ``s = (x - thr) + 0`` (-0.0 turned into +0.0; not returned: :func:`dab_rebuild` and
     :func:`dab_backward` recompute it from ``x`` and ``thr``, bit for bit), ``xb = copysign(alpha, s)``; the
-    statistics shaped ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'.
+    statistics shaped ``(N, C, 1, 1)`` like :func:`bindense.binary.quantizers.dab_statistics`'. ``xb`` is written
+    into ``out`` where given (a scratch buffer of ``x``'s shape; so are the other kernels' full-size outputs).
     """
     n, c = x.shape[:2]
-    xb, stats = _extension().dab_forward(x, a, k, b, isa)
+    xb, stats = _extension().dab_forward(x, a, k, b, isa, out)
     mean_x, mean_abs_s, alpha, thr = stats.view(4, n, c, 1, 1).unbind(0)
     return xb, mean_x, mean_abs_s, alpha, thr
 
@@ -78,29 +81,29 @@ def dab_rebuild(x: Tensor, thr: Tensor, alpha: Tensor, isa: str) -> Tensor:
 
 
 def dab_backward(
-    x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str, rebuild: bool = False
+    x: Tensor, thr: Tensor, grad_xb: Tensor, alpha: Tensor, isa: str, rebuild: bool = False, out: Tensor | None = None
 ) -> tuple[Tensor, ...]:
     """``(grad_s, sum(grad_xb * xb), sum(grad_s))``, the sums per plane shaped ``(N, C, 1, 1)``; ``grad_s`` is
     ``min(|s| - 1, 0) * grad_xb * (-2 alpha)`` (the ApproxSign surrogate, ``s = (x - thr) + 0``), written into
     ``grad_xb``'s buffer. With ``rebuild``, a fourth value: ``xb``, :func:`dab_rebuild`'s, from the same pass over
     ``x`` (the weight gradient's input, when the input gradient is computed first)."""
     n, c = x.shape[:2]
-    grad, sums, *xb = _extension().dab_backward(x, thr, grad_xb.contiguous(), alpha, isa, rebuild)
+    grad, sums, *xb = _extension().dab_backward(x, thr, grad_xb.contiguous(), alpha, isa, rebuild, out)
     sum_gxb, sum_grad = sums.view(2, n, c, 1, 1).unbind(0)
     return (grad, sum_gxb, sum_grad, *xb)
 
 
-def weight_forward(w: Tensor, scaled: bool, isa: str) -> tuple[Tensor, Tensor, bool]:
+def weight_forward(w: Tensor, scaled: bool, isa: str, out: Tensor | None = None) -> tuple[Tensor, Tensor, bool]:
     """``(wb, scale, all_inside)`` for a weight whose output channels are its rows (dim 0): ``scale = mean|W|``
     per row (``scaled``; else ones), ``wb = copysign(scale, W)`` with sign(0) = +1, and whether every
     ``|W| <= 1`` (the clipped STE then passes the gradient unchanged). ``scale`` is shaped ``(O, 1, ...)``."""
-    wb, scale, outside = _extension().weight_forward(w, scaled, isa)
+    wb, scale, outside = _extension().weight_forward(w, scaled, isa, out)
     return wb, scale.view((w.shape[0],) + (1,) * (w.dim() - 1)), not bool(outside.any())
 
 
-def weight_rebuild(w: Tensor, scale: Tensor, isa: str) -> Tensor:
+def weight_rebuild(w: Tensor, scale: Tensor, isa: str, out: Tensor | None = None) -> Tensor:
     """``copysign(scale, W)`` per row (sign(0) = +1), the binarized weight rebuilt in backward."""
-    return _extension().weight_rebuild(w, scale, isa)
+    return _extension().weight_rebuild(w, scale, isa, out)
 
 
 def act_forward(x: Tensor, b1: Tensor, w: Tensor, b2: Tensor | None, isa: str) -> Tensor:

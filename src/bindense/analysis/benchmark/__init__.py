@@ -18,7 +18,9 @@ What is measured (docs/DEPLOY.md explains the method):
   the step runs once under ``torch.profiler`` with ``profile_memory=True``, which records every allocation and
   free (address, size); replaying them in time order gives the bytes allocated inside the step and still live,
   and the peak is its maximum. This counts every tensor allocation (activations, saved tensors, temporaries,
-  gradients, optimizer temporaries) exactly, and nothing else (no Python objects, no allocator caching).
+  gradients, optimizer temporaries) exactly, and nothing else (no Python objects, no allocator caching). The
+  scratch buffers the fused binary units keep between steps (:mod:`bindense.binary.workspace`) are dropped before
+  that step, so it counts them from their first use on.
 * ``saved_for_backward``: bytes of the distinct tensor storages autograd keeps for the backward pass
   (``torch.autograd.graph.saved_tensors_hooks``; parameters excluded) — the activation memory of training.
 * ``first_step_s`` (``--vs``): the first warm-up step, which includes the compile time of a config with

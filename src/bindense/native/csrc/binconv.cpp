@@ -742,13 +742,17 @@ at::Tensor unpack_weights_scaled(const at::Tensor& wb, int64_t Cg, const at::Ten
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isas", &bdn::cpu_isas, "native ISA paths this CPU supports, best first");
   m.def("train_isas", &bdn::train::train_isas, "ISA paths of the training-unit kernels on this CPU, best first");
-  m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: binarized input and statistics");
+  m.def("dab_forward", &bdn::train::dab_forward, "DAB forward for training: binarized input and statistics",
+        py::arg("x"), py::arg("a"), py::arg("k"), py::arg("b"), py::arg("isa"), py::arg("out") = py::none());
   m.def("dab_rebuild", &bdn::train::dab_rebuild, "DAB binarized input copysign(alpha, (x - thr) + 0)");
   m.def("dab_backward", &bdn::train::dab_backward,
         "DAB backward in the gradient's buffer, with per-plane sums (and the binarized input, with rebuild)",
-        py::arg("x"), py::arg("thr"), py::arg("grad"), py::arg("alpha"), py::arg("isa"), py::arg("rebuild") = false);
-  m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts");
-  m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale");
+        py::arg("x"), py::arg("thr"), py::arg("grad"), py::arg("alpha"), py::arg("isa"), py::arg("rebuild") = false,
+        py::arg("out") = py::none());
+  m.def("weight_forward", &bdn::train::weight_forward, "scaled-sign weights, per-row scale and |w| > 1 counts",
+        py::arg("w"), py::arg("scaled"), py::arg("isa"), py::arg("out") = py::none());
+  m.def("weight_rebuild", &bdn::train::weight_rebuild, "scaled-sign weights from the latent weight and scale",
+        py::arg("w"), py::arg("scale"), py::arg("isa"), py::arg("out") = py::none());
   m.def("act_forward", &bdn::train::act_forward, "LearnableBias -> PReLU [-> LearnableBias] in one pass",
         py::arg("x"), py::arg("b1"), py::arg("w"), py::arg("b2"), py::arg("isa"));
   m.def("act_backward", &bdn::train::act_backward, "its backward: x's gradient and per-plane parameter sums");

@@ -141,6 +141,15 @@ void check_float(const at::Tensor& t, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
+// The kernel's full-size output: `out` (a caller's scratch buffer, float32, contiguous, like's shape) or a new
+// tensor.
+at::Tensor output_like(const at::Tensor& like, const c10::optional<at::Tensor>& out) {
+  if (!out) return at::empty_like(like);
+  check_float(*out, "out");
+  TORCH_CHECK(out->sizes() == like.sizes(), "bindense.native: out must have the shape ", like.sizes());
+  return *out;
+}
+
 // Planes (or rows) per parallel chunk: >= 2^15 elements, so that small layers stay on one thread.
 int64_t grain(int64_t per_item) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, per_item)); }
 
@@ -159,7 +168,8 @@ std::vector<std::string> train_isas() {
 }
 
 std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& k,
-                                    const at::Tensor& b, const std::string& isa) {
+                                    const at::Tensor& b, const std::string& isa,
+                                    const c10::optional<at::Tensor>& out) {
   const Path& path = find_path(isa);
   check_float(x, "x");
   TORCH_CHECK(x.dim() == 4, "bindense.native.dab_forward: x must be [N, C, H, W]");
@@ -169,7 +179,7 @@ std::vector<at::Tensor> dab_forward(const at::Tensor& x, const at::Tensor& a, co
     TORCH_CHECK(t->numel() == C, "bindense.native.dab_forward: a, k, b must have C = ", C, " elements");
   }
   TORCH_CHECK(HW > 0, "bindense.native.dab_forward: empty planes");
-  auto xb = at::empty_like(x);
+  auto xb = output_like(x, out);
   auto stats = at::empty({4, N, C}, x.options());
   float* st = stats.data_ptr<float>();
   const int64_t NC = N * C;
@@ -204,7 +214,8 @@ at::Tensor dab_rebuild(const at::Tensor& x, const at::Tensor& thr, const at::Ten
 }
 
 std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr, at::Tensor grad,
-                                     const at::Tensor& alpha, const std::string& isa, bool rebuild) {
+                                     const at::Tensor& alpha, const std::string& isa, bool rebuild,
+                                     const c10::optional<at::Tensor>& out) {
   const Path& path = find_path(isa);
   DabBackwardArgs args = backward_args(x, thr, alpha, "dab_backward");
   check_float(grad, "grad");
@@ -217,21 +228,22 @@ std::vector<at::Tensor> dab_backward(const at::Tensor& x, const at::Tensor& thr,
   args.sum_grad = sp + NC;
   at::Tensor xb;
   if (rebuild) {
-    xb = at::empty_like(x);
+    xb = output_like(x, out);
     args.xb = xb.data_ptr<float>();
   }
   run(NC, args.HW, args, path.dab_backward);
-  std::vector<at::Tensor> out{grad, sums.view({2, x.size(0), x.size(1)})};
-  if (rebuild) out.push_back(xb);
-  return out;
+  std::vector<at::Tensor> result{grad, sums.view({2, x.size(0), x.size(1)})};
+  if (rebuild) result.push_back(xb);
+  return result;
 }
 
-std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa) {
+std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const std::string& isa,
+                                       const c10::optional<at::Tensor>& out) {
   const Path& path = find_path(isa);
   check_float(w, "weight");
   TORCH_CHECK(w.dim() >= 1 && w.numel() > 0, "bindense.native.weight_forward: empty weight");
   const int64_t O = w.size(0), K = w.numel() / O;
-  auto wb = at::empty_like(w);
+  auto wb = output_like(w, out);
   auto scale = at::empty({O}, w.options()), outside = at::empty({O}, w.options());
   WeightArgs args{w.data_ptr<float>(), wb.data_ptr<float>(), scale.data_ptr<float>(), outside.data_ptr<float>(), K,
                   scaled};
@@ -239,13 +251,14 @@ std::vector<at::Tensor> weight_forward(const at::Tensor& w, bool scaled, const s
   return {wb, scale, outside};
 }
 
-at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const std::string& isa) {
+at::Tensor weight_rebuild(const at::Tensor& w, const at::Tensor& scale, const std::string& isa,
+                          const c10::optional<at::Tensor>& out) {
   const Path& path = find_path(isa);
   check_float(w, "weight");
   check_float(scale, "scale");
   TORCH_CHECK(w.dim() >= 1 && scale.numel() == w.size(0), "bindense.native.weight_rebuild: scale must be [O]");
   const int64_t O = w.size(0), K = w.numel() / O;
-  auto wb = at::empty_like(w);
+  auto wb = output_like(w, out);
   WeightArgs args{w.data_ptr<float>(), wb.data_ptr<float>(), scale.data_ptr<float>(), nullptr, K, true};
   run(O, K, args, path.weight_rebuild);
   return wb;
