@@ -21,8 +21,8 @@ from bindense.binary import kernels as K
 #: (N, C, H, W): the default run's full-resolution head input (batch 8, 128x160) and a ConvNeXt-T stage-0
 #: ``pwconv2`` input at 256x256, batch 2.
 SHAPES = ((8, 32, 128, 160), (2, 384, 64, 64))
-KERNELS = ("dab_forward", "dab_rebuild", "dab_backward", "weight_forward", "weight_rebuild", "act_forward",
-           "act_backward")  # fmt: skip
+KERNELS = ("dab_forward", "dab_rebuild", "dab_backward", "dab_backward_rebuild", "weight_forward", "weight_rebuild",
+           "act_forward", "act_backward")  # fmt: skip
 
 
 def _calls(shape: tuple[int, ...], isa: str, g: torch.Generator) -> dict[str, tuple[Callable, Callable]]:
@@ -43,6 +43,11 @@ def _calls(shape: tuple[int, ...], isa: str, g: torch.Generator) -> dict[str, tu
         "dab_forward": (nothing, lambda: K.dab_forward(x, a, k, b, isa)[0]),
         "dab_rebuild": (nothing, lambda: K.dab_rebuild(x, thr, alpha, isa)),
         "dab_backward": (lambda: (grad.clone(),), lambda fresh: K.dab_backward(x, thr, fresh, alpha, isa)[0]),
+        # the node's backward: DAB's gradient and the binarized input rebuilt (compared here) in one pass over x
+        "dab_backward_rebuild": (
+            lambda: (grad.clone(),),
+            lambda fresh: K.dab_backward(x, thr, fresh, alpha, isa, True)[3],
+        ),
         "weight_forward": (nothing, lambda: K.weight_forward(w, True, isa)[0]),
         "weight_rebuild": (nothing, lambda: K.weight_rebuild(w, scale, isa)),
         "act_forward": (nothing, lambda: K.act_forward(x, b1, slope, b1, isa)),
