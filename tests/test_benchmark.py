@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from bindense import native
 from bindense.analysis import benchmark as bench
 from bindense.binary import BinaryConv2d
 
@@ -108,6 +109,9 @@ def test_main_compare_naive_prints_ratios_last(tmp_path: Path, capsys) -> None:
     assert {"step_time_ratio", "peak_memory_ratio"} <= set(ratios)
     saved = json.loads(out.read_text())
     assert saved["lean"]["peak_memory_bytes"] > 0 and saved["configs"]["overrides"]
+    # the numbers name the CPU and the native kernels' ISA path they were measured on
+    env = saved["environment"]
+    assert env["cpu"] == native.cpu_name() != "" and env["native_isa"] in native.ISAS
 
 
 @pytest.mark.slow

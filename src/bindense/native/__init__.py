@@ -13,6 +13,7 @@ one. docs/NATIVE.md describes the design.
 from __future__ import annotations
 
 import os
+import platform
 import weakref
 from dataclasses import replace
 
@@ -24,9 +25,9 @@ from bindense.native.prepared import WORDS, PreparedWeights
 from bindense.native.reference import pack_weights, unpack_activations, unpack_weights
 
 __all__ = [
-    "available", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights", "unpack_activations",
-    "unpack_weights", "prepare_weights", "PreparedWeights", "binary_conv2d", "binary_conv_transpose2d",
-    "prepared_bytes", "ISAS", "abs_sums", "epilogue_", "unpack_weights_scaled",
+    "available", "cpu_name", "isa", "set_isa", "supported_isas", "pack_activations", "pack_weights",
+    "unpack_activations", "unpack_weights", "prepare_weights", "PreparedWeights", "binary_conv2d",
+    "binary_conv_transpose2d", "prepared_bytes", "ISAS", "abs_sums", "epilogue_", "unpack_weights_scaled",
 ]
 
 ISAS = ("avx512", "avx2", "generic", "torch")  # best first
@@ -44,6 +45,19 @@ def supported_isas() -> list[str]:
     """The native ISA paths this CPU can run, best first (``["torch"]`` when there is no native build)."""
     ext = build.extension()
     return list(ext.cpu_isas()) if ext is not None else ["torch"]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type: benchmarks record it beside their numbers,
+    since the same command runs at different speeds on different CPUs (docs/TRAINING.md section 5)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def set_isa(name: str | None) -> None:

@@ -10,7 +10,6 @@ the run checks that the compiled graph really holds one and that its output equa
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -133,7 +132,7 @@ def run(threads: int = 1, isa: str | None = None, channels: int = 256, size: int
         # include waits for a core; at 1 thread these are the compute times.
         "cpu_ms": {k.replace("conv:", "binary:"): round(v, 3) for k, v in cpu_med.items()},
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL"),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "cpu": native.cpu_name(),
     }
     if len(isas) > 1:
         out["binary_ms_by_isa"] = {n: round(med[f"conv:{n}"], 3) for n in isas}

@@ -233,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = args.out or REPO / "logs" / "benchmark" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"device {device} ({result['environment']['threads']} threads), input {tuple(x.shape)}")
+    env = result["environment"]
+    print(f"device {device} ({env['threads']} threads, {env['cpu']}, native ISA {env['native_isa']}), "
+          f"input {tuple(x.shape)}")
     print(text)
     print(f"results written to {out}")
     print(json.dumps(last or {k: rows[0][k] for k in ("step_time_s", "peak_memory_bytes", "latency_s")}))

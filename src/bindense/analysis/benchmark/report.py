@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from bindense import native
+
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
@@ -58,6 +60,9 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu": native.cpu_name(),
+        # the ISA path the native kernels take here (AVX-512, AVX2, generic or torch; docs/NATIVE.md)
+        "native_isa": native.isa(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
