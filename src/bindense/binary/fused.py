@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from bindense.binary import kernels as native
-from bindense.binary.quantizers import _signed, _sum_to, binary_sign, dab_statistics
+from bindense.binary.quantizers import _signed, binary_sign, dab_parameter_grads, dab_statistics
 from bindense.binary.workspace import scratch
 
 #: Formats of the saved DAB input: ``exact`` (float32, default) or ``bf16`` (bfloat16 + packed signs).
@@ -217,14 +217,12 @@ class BinaryConvFunction(torch.autograd.Function):
         if need_x:
             dims = tuple(range(2, len(ctx.shape)))
             s_abs = stored.to(alpha.dtype).abs() if ctx.saved == "bf16" else stored.abs()
-            # dL/da = sum(g * alpha sign(s)) * (mean|s| - 1), in xb's buffer
-            grad_a = _sum_to(xb.mul_(grad_xb).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
+            sum_g_xb = xb.mul_(grad_xb).sum(dim=dims, keepdim=True)  # in xb's buffer
             del xb
             # dL/ds = g * alpha * 2 max(1 - |s|, 0) = min(|s| - 1, 0) * g * (-2 alpha), as DABFunction
             grad_x = s_abs.sub_(1.0).clamp_(max=0.0).mul_(grad_xb).mul_(-2.0 * alpha)
             per_sample = grad_x.sum(dim=dims, keepdim=True)
-            grad_b = _sum_to(-per_sample, a)
-            grad_k = _sum_to(-(per_sample * mean_x), a)
+            grad_a, grad_k, grad_b = dab_parameter_grads(sum_g_xb, per_sample, a, mean_x, mean_abs_s)
         return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *none
 
 
@@ -261,7 +259,4 @@ def _native_dab_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         _, grad_wb, grad_bias = geometry.backward(grad, xb.pop(), weight, bias, [False, *weight_mask])
         workspace.give(out)
         grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
-    grad_a = _sum_to(sum_gxb * (mean_abs_s - 1.0), a)
-    grad_b = _sum_to(-per_sample, a)
-    grad_k = _sum_to(-(per_sample * mean_x), a)
-    return grad_x, grad_w, grad_bias, grad_a, grad_k, grad_b, *(None,) * 6
+    return grad_x, grad_w, grad_bias, *dab_parameter_grads(sum_gxb, per_sample, a, mean_x, mean_abs_s), *(None,) * 6

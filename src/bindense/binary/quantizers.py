@@ -177,6 +177,16 @@ def dab_statistics(
     return s, mean_x, mean_abs_s, alpha
 
 
+def dab_parameter_grads(
+    sum_g_xb: Tensor, per_sample: Tensor, a: Tensor, mean_x: Tensor, mean_abs_s: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """DAB's ``(grad_a, grad_k, grad_b)`` from two per-(sample, channel) sums, ``sum(g * alpha sign(s))`` (``g``:
+    the output's gradient) and ``per_sample = sum(dL/ds)``: the closed forms of
+    docs/METHODS.md#11-activation-binarizers."""
+    grad_a = _sum_to(sum_g_xb * (mean_abs_s - 1.0), a)
+    return grad_a, _sum_to(-(per_sample * mean_x), a), _sum_to(-per_sample, a)
+
+
 class DABFunction(torch.autograd.Function):
     """Distribution-adaptive binarizer (BiDense), fused.
 
@@ -202,11 +212,9 @@ class DABFunction(torch.autograd.Function):
         # dL/ds = alpha * F'(s) * g with F'(s) = 2 * max(1 - |s|, 0): min(|s| - 1, 0) * g * (-2 alpha), in place
         grad_s = s.abs().sub_(1.0).clamp_(max=0.0).mul_(grad).mul_(-2.0 * alpha)
         per_sample = grad_s.sum(dim=dims, keepdim=True)
-        grad_b = _sum_to(-per_sample, a)
-        grad_k = _sum_to(-(per_sample * mean_x), a)
         # dL/da = sum(g * sign(s)) * alpha * (mean|s| - 1) = sum(g * out) * (mean|s| - 1)
-        grad_a = _sum_to((grad * out).sum(dim=dims, keepdim=True) * (mean_abs_s - 1.0), a)
-        return grad_s, grad_a, grad_k, grad_b, None
+        sum_g_xb = (grad * out).sum(dim=dims, keepdim=True)
+        return grad_s, *dab_parameter_grads(sum_g_xb, per_sample, a, mean_x, mean_abs_s), None
 
 
 #: the surrogates of the binarizers, each lean beside its reference composition
