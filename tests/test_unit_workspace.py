@@ -42,6 +42,15 @@ def test_buffers_are_reused_and_converge_to_the_largest() -> None:
     assert ws.take(torch.empty(56)).data_ptr() == big.data_ptr()
 
 
+def test_lend_gives_back_also_when_the_block_raises() -> None:
+    ws = W.Workspace(min_bytes=400)
+    with pytest.raises(RuntimeError), ws.lend(torch.empty(100)) as buffer:
+        raise RuntimeError("the convolution failed")
+    assert ws.take(torch.empty(100)).data_ptr() == buffer.data_ptr()  # idle again, not stranded as lent
+    with ws.lend(None) as nothing:
+        assert nothing is None
+
+
 def test_switch_off_lends_nothing(monkeypatch) -> None:
     monkeypatch.setattr(W, "_LOCAL", W._PerThread())
     monkeypatch.setenv(W.ENV_SWITCH, "0")

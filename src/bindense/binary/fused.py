@@ -127,11 +127,8 @@ def native_inference(x: Tensor, dab, weight: Tensor, bias: Tensor | None, geomet
     """A DAB unit's forward without autograd (evaluation): ``conv(xb, weight) + bias`` with the binarized input from
     the native DAB kernel on ``isa`` (one pass over ``x`` per plane instead of six, nothing kept; the value of
     :class:`BinaryConvFunction`'s forward), ``weight`` already binarized by the caller."""
-    workspace = scratch()
-    out = workspace.take(x)
-    y = geometry(native.dab_forward(x, dab.a, dab.k, dab.b, isa, out)[0], weight, bias)
-    workspace.give(out)
-    return y
+    with scratch().lend(x) as out:
+        return geometry(native.dab_forward(x, dab.a, dab.k, dab.b, isa, out)[0], weight, bias)
 
 
 class BinaryConvFunction(torch.autograd.Function):
@@ -153,34 +150,32 @@ class BinaryConvFunction(torch.autograd.Function):
         ctx.weight_isa = ctx.isa if _native_weight(weight, weight_kind, weight_dims) else None
         # the native kernels' xb and wb are scratch (the convolution reads them once): large ones are lent
         workspace = scratch()
-        wb_out = xb_out = None
-        if ctx.weight_isa is not None:
-            wb_out = workspace.take(weight)
-            wb, scale, ctx.all_inside = native.weight_forward(
-                weight, weight_kind == "scaled_sign", ctx.weight_isa, wb_out
-            )
-        else:
-            wb, scale = binarize_weight(weight, weight_kind, weight_dims)
-            ctx.all_inside = _all_inside(weight, weight_kind)
-        if act == "dab":
-            if ctx.native_dab:
-                xb_out = workspace.take(x)
-                xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa, xb_out)
-                stored = (x, thr)
+        with (
+            workspace.lend(weight if ctx.weight_isa is not None else None) as wb_out,
+            workspace.lend(x if ctx.native_dab else None) as xb_out,
+        ):
+            if ctx.weight_isa is not None:
+                wb, scale, ctx.all_inside = native.weight_forward(
+                    weight, weight_kind == "scaled_sign", ctx.weight_isa, wb_out
+                )
             else:
-                dims = tuple(range(2, x.dim()))
-                s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
-                s.add_(0.0)  # -0.0 -> +0.0 (same |s|): one copysign binarizes it to +alpha, here and in backward
-                xb = torch.copysign(alpha, s)
-                stored = (s.to(torch.bfloat16), pack_bits(s < 0)) if saved == "bf16" else (s, s.new_empty(0))
-            ctx.save_for_backward(*stored, weight, scale, bias, a, mean_x, mean_abs_s, alpha)
-        else:
-            xb = binary_sign(x)
-            ctx.save_for_backward(pack_bits(xb < 0), pack_bits(x.abs() <= 1), weight, scale, bias)
-        y = geometry(xb, wb, bias)
-        workspace.give(xb_out)
-        workspace.give(wb_out)
-        return y
+                wb, scale = binarize_weight(weight, weight_kind, weight_dims)
+                ctx.all_inside = _all_inside(weight, weight_kind)
+            if act == "dab":
+                if ctx.native_dab:
+                    xb, mean_x, mean_abs_s, alpha, thr = native.dab_forward(x, a, k, b, ctx.isa, xb_out)
+                    stored = (x, thr)
+                else:
+                    dims = tuple(range(2, x.dim()))
+                    s, mean_x, mean_abs_s, alpha = dab_statistics(x, a, k, b, dims)
+                    s.add_(0.0)  # -0.0 -> +0.0 (same |s|): one copysign binarizes it to +alpha, here and in backward
+                    xb = torch.copysign(alpha, s)
+                    stored = (s.to(torch.bfloat16), pack_bits(s < 0)) if saved == "bf16" else (s, s.new_empty(0))
+                ctx.save_for_backward(*stored, weight, scale, bias, a, mean_x, mean_abs_s, alpha)
+            else:
+                xb = binary_sign(x)
+                ctx.save_for_backward(pack_bits(xb < 0), pack_bits(x.abs() <= 1), weight, scale, bias)
+            return geometry(xb, wb, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -248,15 +243,13 @@ def _native_dab_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
     x, thr, weight, scale, bias, a, mean_x, mean_abs_s, alpha = ctx.saved_tensors
     geometry, weight_mask = ctx.geometry, [needs[1], ctx.has_bias and needs[2]]
     workspace = scratch()
-    out = workspace.take(weight) if ctx.weight_isa is not None else None
-    grad_xb = geometry.backward(grad, x, _rebuild_weight(ctx, weight, scale, out), bias, [True, False, False])[0]
-    workspace.give(out)
+    with workspace.lend(weight if ctx.weight_isa is not None else None) as out:
+        grad_xb = geometry.backward(grad, x, _rebuild_weight(ctx, weight, scale, out), bias, [True, False, False])[0]
     rebuild = any(weight_mask)
-    out = workspace.take(x) if rebuild else None
-    grad_x, sum_gxb, per_sample, *xb = native.dab_backward(x, thr, grad_xb, alpha, ctx.isa, rebuild, out)
     grad_w = grad_bias = None
-    if rebuild:
-        _, grad_wb, grad_bias = geometry.backward(grad, xb.pop(), weight, bias, [False, *weight_mask])
-        workspace.give(out)
-        grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
+    with workspace.lend(x if rebuild else None) as out:
+        grad_x, sum_gxb, per_sample, *xb = native.dab_backward(x, thr, grad_xb, alpha, ctx.isa, rebuild, out)
+        if rebuild:
+            _, grad_wb, grad_bias = geometry.backward(grad, xb.pop(), weight, bias, [False, *weight_mask])
+            grad_w = _weight_grad(grad_wb, weight, ctx.all_inside) if needs[1] else None
     return grad_x, grad_w, grad_bias, *dab_parameter_grads(sum_gxb, per_sample, a, mean_x, mean_abs_s), *(None,) * 6

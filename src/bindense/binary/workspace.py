@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -56,6 +58,16 @@ class Workspace:
         """Take back a buffer from :meth:`take` (None: nothing lent); its values are no longer needed."""
         if buffer is not None:
             self._idle.append(self._lent.pop(buffer.data_ptr()))
+
+    @contextmanager
+    def lend(self, like: Tensor | None) -> Iterator[Tensor | None]:
+        """:meth:`take` for a ``with`` block, given back when it ends, also by an exception (``like=None``: lends
+        nothing)."""
+        buffer = None if like is None else self.take(like)
+        try:
+            yield buffer
+        finally:
+            self.give(buffer)
 
     def held_bytes(self) -> int:
         """Bytes of the buffers this workspace keeps (idle and lent)."""
